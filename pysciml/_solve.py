@@ -1,0 +1,293 @@
+"""`solve`: argument checks, flattening, and the one `jax.custom_vjp` shared by every
+backend."""
+
+import functools as ft
+import numbers
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+from ._backend import get_backend
+from ._backend.base import AbstractBackend, FlatProblem, SolveOptions
+from ._flatten import FlatVectorField, spec_of, split_args
+from ._problem import ODEProblem
+from ._sensitivity import AbstractSensitivity
+from ._solution import RESULTS, Solution, result_from_code
+from ._solver import AbstractSolver, Tsit5
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _names(table) -> str:
+    return ", ".join(f"ps.{k.__name__}()" for k in table)
+
+
+def _check_option(name, value, base, table, backend):
+    if not isinstance(value, base):
+        raise TypeError(
+            f"`solve({name}=...)` must be an instance of `ps.{base.__name__}`, such "
+            f"as {_names(table)}; got {value!r}."
+        )
+    if type(value) not in table:
+        raise ValueError(
+            f"`solve({name}={type(value).__name__}())` is not supported by the "
+            f"{backend.name!r} backend. It supports: {_names(table)}."
+        )
+
+
+def _check_positive(name, value, kind):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or not np.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"`solve({name}=...)` must be a positive finite Python "
+            f"{'int' if kind is numbers.Integral else 'float'}; got {value!r}."
+        )
+
+
+def _check_finite(name, tree):
+    """NaN or Inf inputs: an error now if the values are known, else a runtime check."""
+    runtime = []
+    for path, leaf in jtu.tree_leaves_with_path(tree):
+        if _is_concrete(leaf):
+            if not np.all(np.isfinite(np.asarray(leaf))):
+                raise ValueError(
+                    f"`{name}{jtu.keystr(path)}` contains NaN or Inf. Every value in "
+                    f"`{name}` must be finite."
+                )
+        else:
+            runtime.append(jnp.all(jnp.isfinite(leaf)))
+    return runtime
+
+
+def _check_y0(y0):
+    leaves = jtu.tree_leaves(y0)
+    if not leaves:
+        raise ValueError("`solve(y0=...)` is empty: the state needs at least one value.")
+    for path, leaf in jtu.tree_leaves_with_path(y0):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"`y0{jtu.keystr(path)}` has dtype {dtype}; the state must be "
+                "floating point. Pass e.g. `jnp.asarray(y0, dtype=float)`."
+            )
+
+
+def _check_saveat(saveat, problem: ODEProblem, dtype):
+    if saveat is None:
+        raise TypeError(
+            "`solve(saveat=...)` is required: the times at which to return the "
+            f"solution, e.g. `saveat=jnp.linspace({problem.t0}, {problem.t1}, 100)`."
+        )
+    ts = jnp.asarray(saveat)
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(
+            "`solve(saveat=...)` must be a non-empty 1D array of times; got shape "
+            f"{ts.shape}. For a single time use `saveat=jnp.array([t])`."
+        )
+    if not jnp.issubdtype(ts.dtype, jnp.floating) and not jnp.issubdtype(
+        ts.dtype, jnp.integer
+    ):
+        raise TypeError(f"`solve(saveat=...)` must be real times; got dtype {ts.dtype}.")
+    ts = ts.astype(dtype)
+    msg_order = (
+        "`solve(saveat=...)` must be strictly increasing. Sort the save times (and "
+        "your data with them), and drop duplicates."
+    )
+    msg_span = (
+        f"`solve(saveat=...)` must lie inside the problem's span [t0, t1] = "
+        f"[{problem.t0}, {problem.t1}]. Widen `ODEProblem(t0=..., t1=...)` or drop "
+        "the times outside it."
+    )
+    if _is_concrete(saveat):
+        t = np.asarray(saveat, dtype=np.float64)
+        if not np.all(np.isfinite(t)):
+            raise ValueError("`solve(saveat=...)` contains NaN or Inf.")
+        if np.any(np.diff(t) <= 0):
+            bad = int(np.argmax(np.diff(t) <= 0))
+            raise ValueError(f"{msg_order} (saveat[{bad}]={t[bad]}, "
+                             f"saveat[{bad + 1}]={t[bad + 1]})")
+        if t[0] < problem.t0 or t[-1] > problem.t1:
+            raise ValueError(f"{msg_span} Got [{t[0]}, {t[-1]}].")
+    else:
+        ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0), msg_order)
+        ts = eqx.error_if(ts, (ts[0] < problem.t0) | (ts[-1] > problem.t1), msg_span)
+    return ts
+
+
+def _check_vector_field(problem: ODEProblem, y0, args):
+    t = jax.ShapeDtypeStruct((), jnp.result_type(float))
+    try:
+        out = jax.eval_shape(problem.vector_field, t, y0, args)
+    except Exception as e:
+        raise type(e)(
+            f"{e}\n\n(raised while tracing `ODEProblem(vector_field=...)` as "
+            "`vector_field(t, y0, args)` with the `y0` and `args` given to `solve`.)"
+        ) from e
+    want = jtu.tree_structure(y0)
+    got = jtu.tree_structure(out)
+    if want != got:
+        raise ValueError(
+            "`ODEProblem(vector_field=...)` must return a pytree of the same structure "
+            f"as `y0`.\n  y0 has structure:     {want}\n  vector_field returned: {got}"
+        )
+    for path, a, b in zip(
+        [p for p, _ in jtu.tree_leaves_with_path(y0)],
+        jtu.tree_leaves(y0),
+        jtu.tree_leaves(out),
+    ):
+        if jnp.shape(a) != b.shape:
+            raise ValueError(
+                f"`ODEProblem(vector_field=...)` returned shape {b.shape} for "
+                f"`y0{jtu.keystr(path)}` of shape {jnp.shape(a)}: dy/dt must have the "
+                "shape of y. (A common cause: returning a list of scalars with a "
+                "trailing dimension, or broadcasting against a parameter vector.)"
+            )
+
+
+class _Static(eqx.Module):
+    """The non-array inputs of the custom_vjp, hashable as a whole."""
+
+    backend: AbstractBackend = eqx.field(static=True)
+    problem: FlatProblem = eqx.field(static=True)
+    options: SolveOptions = eqx.field(static=True)
+
+
+@ft.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _solve_flat(static: _Static, y0, p, ts):
+    out, _ = static.backend.forward(
+        static.problem, y0, p, ts, static.options, residuals=False
+    )
+    return out
+
+
+def _solve_flat_fwd(static: _Static, y0, p, ts):
+    out, residuals = static.backend.forward(
+        static.problem, y0, p, ts, static.options, residuals=True
+    )
+    return out, (y0, p, ts, residuals)
+
+
+def _solve_flat_bwd(static: _Static, saved, cotangents):
+    y0, p, ts, residuals = saved
+    ys_bar, _, _ = cotangents  # The result code and stats are not differentiable.
+    y0_bar, p_bar = static.backend.vjp(
+        static.problem, y0, p, ts, residuals, ys_bar, static.options
+    )
+    # Save times are not differentiated.
+    return y0_bar, p_bar, jnp.zeros_like(ts)
+
+
+_solve_flat.defvjp(_solve_flat_fwd, _solve_flat_bwd)
+
+
+def solve(
+    problem: ODEProblem,
+    y0,
+    args=None,
+    *,
+    saveat,
+    solver: AbstractSolver = Tsit5(),
+    backend=None,
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    sensitivity: AbstractSensitivity | None = None,
+    max_steps: int = 4096,
+    throw: bool = True,
+) -> Solution:
+    """Solves an ODE, differentiably, on any backend.
+
+    `jax.jit`, `jax.grad` (reverse mode) and `jax.vmap` work through `solve` on every
+    backend. The gradient is taken with respect to `y0` and to the floating-point
+    leaves of `args`; save times are not differentiated.
+
+    **Arguments:**
+
+    - `problem`: a [`pysciml.ODEProblem`][].
+    - `y0`: the initial state, a pytree of floating-point arrays. The output keeps the
+        dtype of each leaf (host backends compute in float64 internally).
+    - `args`: anything passed as the third argument of the vector field: a pytree of
+        parameters, an `eqx.Module`. Its floating-point leaves are differentiated, the
+        rest is static.
+    - `saveat`: a strictly increasing 1D array of times inside `[t0, t1]`.
+    - `solver`: a solver tag, e.g. `ps.Tsit5()` (default), `ps.Kvaerno5()`.
+    - `backend`: `"diffrax"`, `"scipy"`, `"julia"`, a backend object, or `None` for
+        the default (`ps.set_default_backend`, then `$PYSCIML_BACKEND`, then
+        `"diffrax"`).
+    - `rtol`, `atol`: the relative and absolute tolerances of the adaptive step.
+    - `sensitivity`: how to compute gradients, e.g. `ps.DiscreteAdjoint()` or
+        `ps.BacksolveAdjoint()`; `None` uses the backend's default.
+    - `max_steps`: the most steps the solver may take.
+    - `throw`: if `True`, a failed solve raises an error (also under `jit`). If
+        `False`, a failed solve returns NaN in `ys` and the reason in `result`: use
+        this inside inference, where a NaN likelihood rejects the proposal.
+
+    **Returns:**
+
+    A [`pysciml.Solution`][] with `ts`, `ys` (leaves of shape `(len(saveat),
+    *leaf.shape)`), `result` and `stats`.
+    """
+    if not isinstance(problem, ODEProblem):
+        raise TypeError(
+            "`solve(problem=...)` must be a `ps.ODEProblem`; got "
+            f"{type(problem).__name__}. Build one with `ps.ODEProblem(f, t0, t1)`."
+        )
+    backend = get_backend(backend)
+    if sensitivity is None:
+        sensitivity = backend.default_sensitivity
+    _check_option("solver", solver, AbstractSolver, backend.solvers, backend)
+    _check_option(
+        "sensitivity", sensitivity, AbstractSensitivity, backend.sensitivities, backend
+    )
+    _check_positive("rtol", rtol, numbers.Real)
+    _check_positive("atol", atol, numbers.Real)
+    _check_positive("max_steps", max_steps, numbers.Integral)
+    if not isinstance(throw, bool):
+        raise TypeError(f"`solve(throw=...)` must be True or False; got {throw!r}.")
+
+    y0 = jtu.tree_map(jnp.asarray, y0)
+    _check_y0(y0)
+    dynamic_args, static_args = split_args(args)
+    finite = _check_finite("y0", y0) + _check_finite("args", dynamic_args)
+    _check_vector_field(problem, y0, args)
+
+    y_spec = spec_of(y0)
+    p_spec = spec_of(dynamic_args)
+    dtype = y_spec.dtype
+    ts = _check_saveat(saveat, problem, dtype)
+    flat = FlatProblem(
+        vector_field=FlatVectorField(problem.vector_field, y_spec, p_spec, static_args),
+        t0=problem.t0,
+        t1=problem.t1,
+        jac_sparsity=problem.jac_sparsity,
+    )
+    options = SolveOptions(
+        solver=solver,
+        sensitivity=sensitivity,
+        rtol=float(rtol),
+        atol=float(atol),
+        max_steps=int(max_steps),
+    )
+    y0_flat = y_spec.flatten(y0)
+    p_flat = p_spec.flatten(dynamic_args, dtype=p_spec.dtype if p_spec.dtypes else dtype)
+    ys, code, stats = _solve_flat(_Static(backend, flat, options), y0_flat, p_flat, ts)
+
+    if finite:
+        # Traced inputs: NaN or Inf is only known at run time.
+        ok = ft.reduce(jnp.logical_and, finite)
+        code = jnp.where(ok, code, RESULTS.nonfinite._value)
+    result = result_from_code(code)
+    failed = result != RESULTS.successful
+    ys = jnp.where(failed, jnp.nan, ys)
+    if throw:
+        ys = result.error_if(ys, failed)
+    ys_tree = y_spec.unflatten(ys, restore_dtypes=True, batch_shape=(ts.shape[0],))
+    return Solution(ts=ts, ys=ys_tree, result=result, stats=stats)

@@ -16,7 +16,7 @@ from ._flatten import FlatVectorField, spec_of, split_args
 from ._problem import ODEProblem
 from ._sensitivity import AbstractSensitivity
 from ._solution import RESULTS, Solution, result_from_code
-from ._solver import AbstractSolver, Tsit5
+from ._solver import AbstractSolver
 
 
 def _is_concrete(x) -> bool:
@@ -195,7 +195,7 @@ def solve(
     args=None,
     *,
     saveat,
-    solver: AbstractSolver = Tsit5(),
+    solver: AbstractSolver | None = None,
     backend=None,
     rtol: float = 1e-6,
     atol: float = 1e-8,
@@ -218,7 +218,8 @@ def solve(
         parameters, an `eqx.Module`. Its floating-point leaves are differentiated, the
         rest is static.
     - `saveat`: a strictly increasing 1D array of times inside `[t0, t1]`.
-    - `solver`: a solver tag, e.g. `ps.Tsit5()` (default), `ps.Kvaerno5()`.
+    - `solver`: a solver tag, e.g. `ps.Tsit5()`, `ps.Kvaerno5()`; `None` uses the
+        backend's default (`Tsit5` on diffrax and Julia, `Dopri5` on SciPy).
     - `backend`: `"diffrax"`, `"scipy"`, `"julia"`, a backend object, or `None` for
         the default (`ps.set_default_backend`, then `$PYSCIML_BACKEND`, then
         `"diffrax"`).
@@ -241,6 +242,8 @@ def solve(
             f"{type(problem).__name__}. Build one with `ps.ODEProblem(f, t0, t1)`."
         )
     backend = get_backend(backend)
+    if solver is None:
+        solver = backend.default_solver
     if sensitivity is None:
         sensitivity = backend.default_sensitivity
     _check_option("solver", solver, AbstractSolver, backend.solvers, backend)
@@ -275,6 +278,7 @@ def solve(
         rtol=float(rtol),
         atol=float(atol),
         max_steps=int(max_steps),
+        throw=throw,
     )
     y0_flat = y_spec.flatten(y0)
     p_flat = p_spec.flatten(dynamic_args, dtype=p_spec.dtype if p_spec.dtypes else dtype)

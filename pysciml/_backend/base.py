@@ -19,6 +19,7 @@ class SolveOptions(eqx.Module):
     rtol: float = eqx.field(static=True)
     atol: float = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
+    throw: bool = eqx.field(static=True)
 
 
 class FlatProblem(eqx.Module):
@@ -48,6 +49,7 @@ class AbstractBackend(eqx.Module):
     name: ClassVar[str]
     solvers: ClassVar[dict[type[AbstractSolver], str]]
     sensitivities: ClassVar[dict[type[AbstractSensitivity], str]]
+    default_solver: ClassVar[AbstractSolver]
     default_sensitivity: ClassVar[AbstractSensitivity]
     # Host backends compute in float64 whatever the input dtype; traced backends keep
     # the input's dtype.

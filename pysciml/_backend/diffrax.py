@@ -72,6 +72,7 @@ class DiffraxBackend(AbstractBackend):
         DiscreteAdjoint: "diffrax.RecursiveCheckpointAdjoint",
         BacksolveAdjoint: "diffrax.BacksolveAdjoint",
     }
+    default_solver: ClassVar[AbstractSolver] = Tsit5()
     default_sensitivity: ClassVar[AbstractSensitivity] = DiscreteAdjoint()
     computes_in_float64: ClassVar[bool] = False
 

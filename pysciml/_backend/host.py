@@ -1,0 +1,394 @@
+"""The host path, shared by every backend whose solver runs outside JAX (SciPy, Julia).
+
+Everything that is not the host solver itself lives here, once:
+
+- the jitted JAX callbacks over flat float64 NumPy vectors that a host solver calls:
+    `f(t, y, p)`, the fused vector-Jacobian products `λᵀ∂f/∂y`, `λᵀ∂f/∂p`, and dense
+    Jacobians for stiff solvers; built once per problem and cached;
+- `jax.pure_callback` for the two protocol primitives, with `vmap` support;
+- the host thread: every host-solver call runs on one dedicated Python thread (see
+    `HostThread` for why);
+- status codes instead of exceptions across the callback boundary.
+
+A concrete host backend implements only `host_forward` and `host_vjp`, on single
+(unbatched) float64 NumPy arrays.
+"""
+
+import abc
+import functools as ft
+import queue
+import sys
+import threading
+import traceback
+from typing import Any, ClassVar, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._flatten import FlatVectorField
+from .._solution import RESULTS
+from .base import AbstractBackend, FlatProblem, SolveOptions
+
+
+SUCCESS = int(RESULTS.successful._value)
+MAX_STEPS = int(RESULTS.max_steps_reached._value)
+DT_MIN = int(RESULTS.dt_min_reached._value)
+NONFINITE = int(RESULTS.nonfinite._value)
+VECTOR_FIELD_ERROR = int(RESULTS.vector_field_error._value)
+SOLVER_FAILED = int(RESULTS.solver_failed._value)
+
+STATS_KEYS = ("num_steps", "num_rejected_steps", "num_fevals")
+
+
+# --------------------------------------------------------------------------------------
+# The host thread
+# --------------------------------------------------------------------------------------
+
+
+class HostThread:
+    """One long-lived Python thread on which every host-solver call runs.
+
+    Why not the main thread: XLA may run a `pure_callback` on one of its own worker
+    threads, even with `jax_cpu_enable_async_dispatch=False` (we saw it here when the
+    callback sits in a `vmap`ped loop next to independent work; cf. jax#24255), and
+    while it does, the main thread is blocked inside XLA, so work cannot be handed to
+    it. Julia's GC hangs when Julia is entered from a thread other than the one that
+    started it, while that one is busy elsewhere (PythonCall#578). So pysciml starts
+    Julia *on this thread*, and enters it only from this thread: whichever thread XLA
+    calls back on, the call is handed here and the caller waits.
+
+    The thread computes with `jax.enable_x64(True)` (a thread-local setting), so the
+    host callbacks are float64 without touching the user's global JAX configuration.
+    """
+
+    _lock = threading.Lock()
+    _thread: threading.Thread | None = None
+    _queue: "queue.SimpleQueue[Any]"
+
+    @classmethod
+    def _ensure_started(cls):
+        with cls._lock:
+            if cls._thread is None or not cls._thread.is_alive():
+                cls._queue = queue.SimpleQueue()
+                cls._thread = threading.Thread(
+                    target=cls._loop, name="pysciml-host", daemon=True
+                )
+                cls._thread.start()
+
+    @classmethod
+    def _loop(cls):
+        with jax.enable_x64(True):
+            while True:
+                fn, args, box, done = cls._queue.get()
+                try:
+                    box.append((True, fn(*args)))
+                except BaseException as e:  # delivered to the waiting caller
+                    box.append((False, e))
+                done.set()
+
+    @classmethod
+    def is_current(cls) -> bool:
+        return threading.current_thread() is cls._thread
+
+    @classmethod
+    def run(cls, fn, *args):
+        """Runs `fn(*args)` on the host thread and returns its result (re-raising its
+        exception, if any). Called from the host thread itself, runs inline: so host
+        code may call back into JAX, and JAX into host code, without deadlock."""
+        if cls.is_current():
+            return fn(*args)
+        cls._ensure_started()
+        box: list = []
+        done = threading.Event()
+        cls._queue.put((fn, args, box, done))
+        done.wait()
+        ok, value = box[0]
+        if ok:
+            return value
+        raise value
+
+    @classmethod
+    def thread(cls) -> threading.Thread:
+        cls._ensure_started()
+        return cls._thread
+
+
+# --------------------------------------------------------------------------------------
+# Callbacks from the host solver into JAX
+# --------------------------------------------------------------------------------------
+
+
+class VectorFieldError(Exception):
+    """Raised inside host code when the user's vector field fails at run time."""
+
+
+class NonFiniteError(Exception):
+    """Raised inside host code when the vector field returns NaN or Inf."""
+
+
+class HostCallbacks(NamedTuple):
+    """NumPy-in, NumPy-out float64 callbacks for one flat vector field. Each is a single
+    jitted JAX call: the VJPs are fused so that one evaluation of an adjoint right-hand
+    side is one call."""
+
+    n: int
+    m: int
+    f: Any  # (t, y, p) -> dy
+    vjp: Any  # (t, y, p, lam) -> concat(λᵀ∂f/∂y, λᵀ∂f/∂p)
+    f_vjp: Any  # (t, y, p, lam) -> concat(f, λᵀ∂f/∂y, λᵀ∂f/∂p)
+    jac: Any  # (t, y, p) -> ∂f/∂y, shape (n, n)
+    jac_p: Any  # (t, y, p) -> ∂f/∂p, shape (n, m)
+
+
+def _checked(fn, name):
+    """Wraps a jitted callback: NumPy out, and a failure turned into an exception type
+    that host code maps onto a status code."""
+
+    def call(*args):
+        try:
+            out = np.array(fn(*args))  # a writable copy: host solvers may write to it
+        except Exception as e:
+            raise VectorFieldError(f"{name} raised {type(e).__name__}: {e}") from e
+        if not np.all(np.isfinite(out)):
+            raise NonFiniteError(name)
+        return out
+
+    return call
+
+
+@ft.lru_cache(maxsize=64)
+def host_callbacks(field: FlatVectorField, n: int, m: int) -> HostCallbacks:
+    """Builds (once per problem: `field` compares by structure) the jitted callbacks."""
+
+    def f(t, y, p):
+        return field(t, y, p)
+
+    def vjp(t, y, p, lam):
+        _, pullback = jax.vjp(lambda y_, p_: field(t, y_, p_), y, p)
+        return jnp.concatenate(pullback(lam))
+
+    def f_vjp(t, y, p, lam):
+        dy, pullback = jax.vjp(lambda y_, p_: field(t, y_, p_), y, p)
+        return jnp.concatenate([dy, *pullback(lam)])
+
+    def jac(t, y, p):
+        return jax.jacfwd(field, argnums=1)(t, y, p)
+
+    def jac_p(t, y, p):
+        return jax.jacfwd(field, argnums=2)(t, y, p).reshape(n, m)
+
+    return HostCallbacks(
+        n=n,
+        m=m,
+        f=_checked(jax.jit(f), "the vector field"),
+        vjp=_checked(jax.jit(vjp), "the vector-Jacobian product of the vector field"),
+        f_vjp=_checked(jax.jit(f_vjp), "the vector field"),
+        jac=_checked(jax.jit(jac), "the Jacobian of the vector field"),
+        jac_p=_checked(jax.jit(jac_p), "the parameter Jacobian of the vector field"),
+    )
+
+
+def code_for(exc: BaseException) -> int:
+    """Maps an exception raised in host code onto a result code; reports it first."""
+    if isinstance(exc, NonFiniteError):
+        return NONFINITE
+    if isinstance(exc, VectorFieldError):
+        print(
+            f"pysciml: {exc}\n"
+            + "".join(traceback.format_exception(exc.__cause__ or exc)),
+            file=sys.stderr,
+        )
+        return VECTOR_FIELD_ERROR
+    print(
+        "pysciml: the host solver raised an unexpected error:\n"
+        + "".join(traceback.format_exception(exc)),
+        file=sys.stderr,
+    )
+    return SOLVER_FAILED
+
+
+# --------------------------------------------------------------------------------------
+# The backend
+# --------------------------------------------------------------------------------------
+
+
+MSG_NO_SECOND_DERIVATIVES = (
+    "The {name!r} backend computes gradients on the host, outside JAX, so it has no "
+    "second derivatives and no forward mode: `jax.hessian`, `jax.jacfwd`, `jax.jvp` "
+    "and `jax.jacrev(jax.jacrev(...))` cannot pass through `solve`. Use "
+    "`backend='diffrax'` with `sensitivity=ps.DiscreteAdjoint()` for these."
+)
+
+
+def _no_derivatives(name: str, fn):
+    """Makes `fn` (a function around `pure_callback`) fail with a clear message under
+    any differentiation, instead of JAX's generic one for callbacks."""
+
+    @jax.custom_jvp
+    def wrapped(*args):
+        return fn(*args)
+
+    @wrapped.defjvp
+    def _jvp(primals, tangents):
+        raise TypeError(MSG_NO_SECOND_DERIVATIVES.format(name=name))
+
+    return wrapped
+
+
+def _batched(host_fn, unbatched_ndims):
+    """Lifts a host function on single problems to the `broadcast_all` calling
+    convention of `pure_callback`: every input carries the same leading batch dims (or
+    none). Loops over the batch on the host."""
+
+    def call(*args):
+        batch = args[0].shape[: args[0].ndim - unbatched_ndims[0]]
+        if not batch:
+            return host_fn(*args)
+        size = int(np.prod(batch))
+        flat = [a.reshape(size, *a.shape[len(batch) :]) for a in args]
+        outs = [host_fn(*[a[i] for a in flat]) for i in range(size)]
+        return jax.tree.map(
+            lambda *xs: np.stack(xs).reshape(*batch, *xs[0].shape), *outs
+        )
+
+    return call
+
+
+class AbstractHostBackend(AbstractBackend):
+    """A backend whose solver runs on the host. Subclasses implement `host_forward` and
+    `host_vjp` on single float64 NumPy problems; everything else is shared."""
+
+    computes_in_float64: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def host_forward(
+        self,
+        callbacks: HostCallbacks,
+        problem: FlatProblem,
+        y0: np.ndarray,
+        p: np.ndarray,
+        ts: np.ndarray,
+        options: SolveOptions,
+    ) -> tuple[np.ndarray, int, dict[str, int]]:
+        """Solves one problem on the host, on the host thread.
+
+        **Returns:**
+
+        `(ys, code, stats)`: `ys` of shape `(len(ts), n)`; a result code (raise
+        nothing: use `code_for` on a caught exception); a dict with `STATS_KEYS`.
+        """
+
+    @abc.abstractmethod
+    def host_vjp(
+        self,
+        callbacks: HostCallbacks,
+        problem: FlatProblem,
+        y0: np.ndarray,
+        p: np.ndarray,
+        ts: np.ndarray,
+        ys_bar: np.ndarray,
+        options: SolveOptions,
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The VJP of `host_forward`'s `ys` with respect to `y0` and `p`, on the host
+        thread. Returns `(y0_bar, p_bar, code)`."""
+
+    def _callbacks(self, problem: FlatProblem, n: int, m: int) -> HostCallbacks:
+        return host_callbacks(problem.vector_field, n, m)
+
+    def forward(self, problem, y0, p, ts, options, *, residuals):
+        n, m, k = y0.shape[-1], p.shape[-1], ts.shape[-1]
+        dtype = y0.dtype
+
+        def single(y0_, p_, ts_):
+            def work():
+                callbacks = self._callbacks(problem, n, m)
+                try:
+                    ys, code, stats = self.host_forward(
+                        callbacks,
+                        problem,
+                        np.array(y0_, dtype=np.float64),
+                        np.array(p_, dtype=np.float64),
+                        np.array(ts_, dtype=np.float64),
+                        options,
+                    )
+                except Exception as e:  # never let an exception cross the callback
+                    ys, code, stats = None, code_for(e), {}
+                if code != SUCCESS or ys is None:
+                    ys = np.full((k, n), np.nan)
+                return (
+                    np.asarray(ys, dtype=dtype),
+                    np.int32(code),
+                    np.array([stats.get(key, -1) for key in STATS_KEYS], np.int32),
+                )
+
+            return HostThread.run(work)
+
+        shapes = (
+            jax.ShapeDtypeStruct(y0.shape[:-1] + (k, n), dtype),
+            jax.ShapeDtypeStruct(y0.shape[:-1], jnp.int32),
+            jax.ShapeDtypeStruct(y0.shape[:-1] + (len(STATS_KEYS),), jnp.int32),
+        )
+        callback = _no_derivatives(
+            self.name,
+            lambda y0_, p_, ts_: jax.pure_callback(
+                _batched(single, (1, 1, 1)),
+                shapes,
+                y0_,
+                p_,
+                ts_,
+                vmap_method="broadcast_all",
+            ),
+        )
+        ys, code, stats = callback(y0, p, ts.astype(dtype))
+        stats = {key: stats[..., i] for i, key in enumerate(STATS_KEYS)}
+        return (ys, code, stats), None
+
+    def vjp(self, problem, y0, p, ts, residuals, ys_bar, options):
+        n, m = y0.shape[-1], p.shape[-1]
+
+        def single(y0_, p_, ts_, ys_bar_):
+            def work():
+                callbacks = self._callbacks(problem, n, m)
+                try:
+                    y0_bar, p_bar, code = self.host_vjp(
+                        callbacks,
+                        problem,
+                        np.array(y0_, dtype=np.float64),
+                        np.array(p_, dtype=np.float64),
+                        np.array(ts_, dtype=np.float64),
+                        np.array(ys_bar_, dtype=np.float64),
+                        options,
+                    )
+                except Exception as e:
+                    y0_bar, p_bar, code = None, None, code_for(e)
+                if code != SUCCESS:
+                    y0_bar, p_bar = np.full(n, np.nan), np.full(m, np.nan)
+                return (
+                    np.asarray(y0_bar, dtype=y0.dtype),
+                    np.asarray(p_bar, dtype=p.dtype),
+                    np.int32(code),
+                )
+
+            return HostThread.run(work)
+
+        shapes = (
+            jax.ShapeDtypeStruct(y0.shape, y0.dtype),
+            jax.ShapeDtypeStruct(p.shape, p.dtype),
+            jax.ShapeDtypeStruct(y0.shape[:-1], jnp.int32),
+        )
+        callback = _no_derivatives(
+            self.name,
+            lambda *args: jax.pure_callback(
+                _batched(single, (1, 1, 1, 2)),
+                shapes,
+                *args,
+                vmap_method="broadcast_all",
+            ),
+        )
+        y0_bar, p_bar, code = callback(y0, p, ts.astype(y0.dtype), ys_bar)
+        if options.throw:
+            result = eqx._enum.EnumerationItem(code, RESULTS)
+            y0_bar, p_bar = result.error_if((y0_bar, p_bar), code != SUCCESS)
+        return y0_bar, p_bar

@@ -1,0 +1,265 @@
+"""The SciPy backend: `scipy.integrate`'s solvers on the shared host path.
+
+It exists for two reasons: it is an independent reference for the other backends, and
+it runs the host path (`host.py`) that the Julia backend relies on, on every machine.
+"""
+
+from typing import ClassVar
+
+import numpy as np
+import scipy.integrate as si
+import scipy.sparse as sp
+
+from .._sensitivity import AbstractSensitivity, BacksolveAdjoint, InterpolatingAdjoint
+from .._solver import LSODA, QNDF, AbstractSolver, Dopri5, Dopri8, RadauIIA5
+from .host import (
+    DT_MIN,
+    MAX_STEPS,
+    SOLVER_FAILED,
+    SUCCESS,
+    AbstractHostBackend,
+    NonFiniteError,
+    VectorFieldError,
+    code_for,
+)
+
+
+_METHODS = {
+    Dopri5: si.RK45,
+    Dopri8: si.DOP853,
+    RadauIIA5: si.Radau,
+    QNDF: si.BDF,
+    LSODA: si.LSODA,
+}
+_IMPLICIT = (si.Radau, si.BDF, si.LSODA)
+_RUNGE_KUTTA = (si.RK45, si.DOP853)
+
+
+class _Failed(Exception):
+    def __init__(self, code):
+        self.code = code
+
+
+def _make_solver(method, fun, t, y, t_bound, options, jac, jac_sparsity, first_step):
+    kwargs = dict(rtol=options.rtol, atol=options.atol)
+    if first_step is not None:
+        kwargs["first_step"] = min(first_step, abs(t_bound - t))
+    if method in (si.Radau, si.BDF):
+        if jac_sparsity is not None:
+            kwargs["jac_sparsity"] = jac_sparsity
+        elif jac is not None:
+            kwargs["jac"] = jac
+    elif method is si.LSODA and jac is not None:
+        kwargs["jac"] = jac
+    return method(fun, t, y, t_bound, **kwargs)
+
+
+def _step(solver, counter, max_steps):
+    """One accepted step, or an exception carrying the result code."""
+    if counter[0] >= max_steps:
+        raise _Failed(MAX_STEPS)
+    message = solver.step()
+    counter[0] += 1
+    if solver.status == "failed":
+        if message is not None and "step size" in message:
+            raise _Failed(DT_MIN)
+        raise _Failed(SOLVER_FAILED)
+
+
+def _forward(method, fun, t0, y0, ts, options, jac, jac_sparsity, dense):
+    """Integrates from `t0` to `ts[-1]` in one solver run, saving at `ts` from each
+    step's dense output. Returns `(ys, stats, interpolant or None)`."""
+    n = y0.shape[0]
+    ys = np.empty((ts.shape[0], n))
+    i = int(np.searchsorted(ts, t0, side="right"))
+    ys[:i] = y0
+    counter = [0]
+    solver = _make_solver(method, fun, t0, y0, ts[-1], options, jac, jac_sparsity, None)
+    grid, pieces = [t0], []
+    while i < ts.shape[0]:
+        _step(solver, counter, options.max_steps)
+        t = solver.t
+        j = int(np.searchsorted(ts, t, side="right"))
+        if dense or j > i:
+            piece = solver.dense_output()
+            if dense:
+                grid.append(t)
+                pieces.append(piece)
+            if j > i:
+                ys[i:j] = piece(ts[i:j]).T
+                if ts[j - 1] == t:  # exactly on a step end: no interpolation error
+                    ys[j - 1] = solver.y
+                i = j
+    stats = {"num_steps": counter[0], "num_rejected_steps": -1, "num_fevals": solver.nfev}
+    interpolant = si.OdeSolution(grid, pieces) if dense and pieces else None
+    return ys, stats, interpolant
+
+
+def _backward(method, fun, t_start, z, stops, jump, options, jac, jac_sparsity):
+    """Integrates the adjoint system backward through `stops` (decreasing times) in a
+    single pass, calling `jump(k, z)` on reaching `stops[k]`. Runge--Kutta solvers are
+    kept across the jumps (only their state and first stage are reset); others are
+    restarted with the last step size."""
+    counter = [0]
+    solver = None
+    step_size = None
+    t = t_start
+    for k, target in enumerate(stops):
+        if target < t:
+            if solver is not None and method in _RUNGE_KUTTA:
+                solver.y = z
+                solver.f = solver.fun(t, z)  # first-same-as-last stage of the new state
+                solver.t_bound = target
+                solver.status = "running"
+            else:
+                solver = _make_solver(
+                    method, fun, t, z, target, options, jac, jac_sparsity, step_size
+                )
+            while solver.status == "running":
+                _step(solver, counter, options.max_steps)
+            t = solver.t
+            step_size = solver.step_size
+            z = solver.y.copy()
+        z = jump(k, z)
+    return z
+
+
+class ScipyBackend(AbstractHostBackend):
+    """Solves with `scipy.integrate`'s `OdeSolver` classes, on the host, in float64.
+
+    Gradients are continuous adjoints computed on the host: the adjoint ODE
+    `dλ/dt = -(∂f/∂y)ᵀλ`, `dμ/dt = -(∂f/∂p)ᵀλ` is integrated backward in one pass from
+    the last save time to `t0`, with `λ` jumping by `ys_bar[i]` at each save time, by the
+    same method and at the same tolerances as the forward solve.
+
+    | pysciml                | SciPy                                              |
+    |------------------------|----------------------------------------------------|
+    | `Dopri5` (default)     | `RK45`                                             |
+    | `Dopri8`               | `DOP853`                                           |
+    | `RadauIIA5`            | `Radau` (exact Jacobian from JAX, or `jac_sparsity`) |
+    | `QNDF`                 | `BDF` (likewise)                                   |
+    | `LSODA`                | `LSODA` (exact dense Jacobian from JAX)            |
+    | `InterpolatingAdjoint` (default) | state read from the forward dense output |
+    | `BacksolveAdjoint`     | state re-integrated backward, reset to the forward values at each save time |
+    """
+
+    name: ClassVar[str] = "scipy"
+    solvers: ClassVar[dict[type[AbstractSolver], str]] = {
+        k: f"scipy.integrate.{v.__name__}" for k, v in _METHODS.items()
+    }
+    sensitivities: ClassVar[dict[type[AbstractSensitivity], str]] = {
+        InterpolatingAdjoint: "backward adjoint ODE on the forward dense output",
+        BacksolveAdjoint: "backward adjoint ODE with the state re-integrated",
+    }
+    default_solver: ClassVar[AbstractSolver] = Dopri5()
+    default_sensitivity: ClassVar[AbstractSensitivity] = InterpolatingAdjoint()
+
+    def _jacobians(self, callbacks, problem, method, p):
+        """The forward Jacobian (exact, from JAX) and the sparsity to pass to SciPy."""
+        sparsity = None if problem.jac_sparsity is None else problem.jac_sparsity.value
+        if method not in _IMPLICIT or sparsity is not None:
+            return None, sparsity
+        return (lambda t, y: callbacks.jac(t, y, p)), None
+
+    def host_forward(self, callbacks, problem, y0, p, ts, options):
+        method = _METHODS[type(options.solver)]
+        jac, sparsity = self._jacobians(callbacks, problem, method, p)
+        try:
+            ys, stats, _ = _forward(
+                method,
+                lambda t, y: callbacks.f(t, y, p),
+                problem.t0,
+                y0,
+                ts,
+                options,
+                jac,
+                sparsity,
+                dense=False,
+            )
+        except _Failed as e:
+            return None, e.code, {}
+        except (VectorFieldError, NonFiniteError) as e:
+            return None, code_for(e), {}
+        return ys, SUCCESS, stats
+
+    def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options):
+        method = _METHODS[type(options.solver)]
+        n, m = callbacks.n, callbacks.m
+        jac, sparsity = self._jacobians(callbacks, problem, method, p)
+        interpolating = isinstance(options.sensitivity, InterpolatingAdjoint)
+        try:
+            ys, _, interpolant = _forward(
+                method,
+                lambda t, y: callbacks.f(t, y, p),
+                problem.t0,
+                y0,
+                ts,
+                options,
+                jac,
+                sparsity,
+                dense=interpolating,
+            )
+            # Stops of the backward pass: every save time below the last, then t0.
+            stops = np.concatenate([ts[-2::-1], [problem.t0]])
+            if interpolating:
+                y_at = (lambda t: y0) if interpolant is None else interpolant
+                z = np.concatenate([ys_bar[-1], np.zeros(m)])
+
+                def rhs(t, z):
+                    return -callbacks.vjp(t, y_at(t), p, z[:n])
+
+                def jump(k, z):
+                    if k < len(ts) - 1:
+                        z[:n] += ys_bar[-2 - k]
+                    return z
+
+                bjac, bsparsity = self._adjoint_jacobians(
+                    callbacks, method, y_at, p, n, m, sparsity
+                )
+                z = _backward(
+                    method, rhs, ts[-1], z, stops, jump, options, bjac, bsparsity
+                )
+                return z[:n], z[n:], SUCCESS
+            # Backsolve: z = [y, λ, μ]; y restarts from the forward value at each save
+            # time, which keeps the backward state on the forward trajectory.
+            z = np.concatenate([ys[-1], ys_bar[-1], np.zeros(m)])
+
+            def rhs(t, z):
+                out = callbacks.f_vjp(t, z[:n], p, z[n : 2 * n])
+                out[n:] *= -1
+                return out
+
+            def jump(k, z):
+                if k < len(ts) - 1:
+                    z[:n] = ys[-2 - k]
+                    z[n : 2 * n] += ys_bar[-2 - k]
+                return z
+
+            z = _backward(method, rhs, ts[-1], z, stops, jump, options, None, None)
+            return z[n : 2 * n], z[2 * n :], SUCCESS
+        except _Failed as e:
+            return None, None, e.code
+
+    def _adjoint_jacobians(self, callbacks, method, y_at, p, n, m, sparsity):
+        """Jacobian of the interpolating adjoint system `z = [λ, μ]`, for implicit
+        methods: `[[-(∂f/∂y)ᵀ, 0], [-(∂f/∂p)ᵀ, 0]]`."""
+        if method not in _IMPLICIT:
+            return None, None
+        if sparsity is not None:
+            s = sp.csr_matrix(sparsity, dtype=bool).T
+            pattern = sp.bmat(
+                [[s, None], [sp.csr_matrix(np.ones((m, n), bool)), None]],
+                format="csr",
+            ) if m else s
+            pattern = sp.csr_matrix(pattern, shape=(n + m, n + m))
+            return None, pattern
+
+        def jac(t, z):
+            y = y_at(t)
+            out = np.zeros((n + m, n + m))
+            out[:n, :n] = -callbacks.jac(t, y, p).T
+            if m:
+                out[n:, :n] = -callbacks.jac_p(t, y, p).T
+            return out
+
+        return jac, None

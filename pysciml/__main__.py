@@ -1,0 +1,43 @@
+"""Command line: `python -m pysciml {demo,julia,backends}`."""
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pysciml")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo", help="Lotka-Volterra calibration on every installed backend"
+    )
+    demo.add_argument("--steps", type=int, default=300)
+    demo.add_argument("--backends", default=None, help="comma-separated; default: all")
+    julia = sub.add_parser("julia", help="the Julia backend")
+    julia.add_argument(
+        "--warmup",
+        action="store_true",
+        help="start Julia, install and precompile its packages, and solve once",
+    )
+    sub.add_parser("backends", help="list the backends and whether each is available")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        backends = None if args.backends is None else args.backends.split(",")
+        return run_demo(steps=args.steps, backends=backends)
+    if args.command == "backends":
+        from ._demo import available_backends
+
+        for name, (ok, why) in available_backends().items():
+            print(f"{name:8s} {'available' if ok else 'unavailable'}: {why}")
+        return 0
+    if args.command == "julia":
+        from ._demo import julia_warmup
+
+        return julia_warmup() if args.warmup else 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

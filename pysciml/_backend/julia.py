@@ -1,0 +1,181 @@
+"""The Julia backend: DifferentialEquations.jl through juliacall, with SciMLSensitivity
+adjoints, on the shared host path.
+
+Only `JuliaBackend.host_forward`/`host_vjp` and `_julia.py` touch Julia; everything else
+(flattening, callbacks, vmap, threads, failure codes) is `host.py`, which the SciPy
+backend runs in CI. The Julia side is `julia/PySciML.jl`.
+"""
+
+from typing import ClassVar
+
+import numpy as np
+
+from .._julia import julia_module
+from .._sensitivity import (
+    AbstractSensitivity,
+    BacksolveAdjoint,
+    GaussAdjoint,
+    InterpolatingAdjoint,
+    QuadratureAdjoint,
+)
+from .._solver import (
+    FBDF,
+    AbstractSolver,
+    Dopri5,
+    Dopri8,
+    Kvaerno5,
+    Rodas5P,
+    Tsit5,
+)
+from .host import NONFINITE, VECTOR_FIELD_ERROR, AbstractHostBackend, code_for
+
+
+# pysciml tag -> OrdinaryDiffEq algorithm name, as understood by `julia/solvers.jl`.
+_ALGS = {
+    Tsit5: "Tsit5",
+    Dopri5: "DP5",
+    Dopri8: "DP8",
+    Kvaerno5: "Kvaerno5",
+    Rodas5P: "Rodas5P",
+    FBDF: "FBDF",
+}
+_SENSEALGS = {
+    GaussAdjoint: "GaussAdjoint",
+    InterpolatingAdjoint: "InterpolatingAdjoint",
+    QuadratureAdjoint: "QuadratureAdjoint",
+    BacksolveAdjoint: "BacksolveAdjoint",
+}
+
+
+class JuliaCallbacks:
+    """The Python functions that Julia calls, in the argument order of the bridge:
+    `f(u, p, t)`, `vjp_u(λ, u, p, t)`, `vjp_p(λ, u, p, t)`. Each copies its inputs
+    (Julia reuses its buffers) and returns a fresh float64 NumPy vector.
+
+    SciMLSensitivity asks for `λᵀ∂f/∂u` and `λᵀ∂f/∂p` in two calls at the same point;
+    the fused JAX callback computes both at once, so the second call is served from a
+    one-entry memo. The first Python exception is kept in `error`, since Julia reports
+    only that a callback failed.
+    """
+
+    def __init__(self, callbacks):
+        self.callbacks = callbacks
+        self.error = None
+        self._key = None
+        self._value = None
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:
+            if self.error is None:
+                self.error = e
+            raise
+
+    def f(self, u, p, t):
+        return self._guard(
+            self.callbacks.f, float(t), np.array(u, np.float64), np.array(p, np.float64)
+        )
+
+    def _vjp(self, lam, u, p, t):
+        lam = np.array(lam, np.float64)
+        u = np.array(u, np.float64)
+        p = np.array(p, np.float64)
+        key = (float(t), lam.tobytes(), u.tobytes(), p.tobytes())
+        if key != self._key:
+            self._value = self._guard(self.callbacks.vjp, float(t), u, p, lam)
+            self._key = key
+        return self._value
+
+    def vjp_u(self, lam, u, p, t):
+        return self._vjp(lam, u, p, t)[: self.callbacks.n].copy()
+
+    def vjp_p(self, lam, u, p, t):
+        return self._vjp(lam, u, p, t)[self.callbacks.n :].copy()
+
+    def code(self, code: int) -> int:
+        """Refines a bridge code with the Python exception behind it, reporting it."""
+        if code == VECTOR_FIELD_ERROR and self.error is not None:
+            return code_for(self.error)
+        return code
+
+
+def _julia_message(jl, what: str, options) -> None:
+    import sys
+
+    message = str(jl.last_error())
+    if message:
+        print(
+            f"pysciml: Julia {what} failed with solver={type(options.solver).__name__}() "
+            f"(OrdinaryDiffEq.{_ALGS[type(options.solver)]}), "
+            f"sensitivity={type(options.sensitivity).__name__}():\n  {message}",
+            file=sys.stderr,
+        )
+
+
+class JuliaBackend(AbstractHostBackend):
+    """Solves with OrdinaryDiffEq.jl and differentiates with SciMLSensitivity.jl's
+    adjoints, through juliacall. The vector field and its VJPs stay in JAX: Julia calls
+    them back through `ODEFunction{true, FullSpecialize}(f!; vjp, vjp_p)`, so no Julia
+    AD ever runs through Python (which would silently give zero gradients,
+    SciMLSensitivity#334).
+
+    | pysciml              | Julia                                               |
+    |----------------------|-----------------------------------------------------|
+    | `Tsit5` (default)    | `Tsit5()`                                           |
+    | `Dopri5`             | `DP5()`                                             |
+    | `Dopri8`             | `DP8()`                                             |
+    | `Kvaerno5`           | `Kvaerno5()` (finite-difference Jacobian)           |
+    | `Rodas5P`            | `Rodas5P()` (finite-difference Jacobian)            |
+    | `FBDF`               | `FBDF()` (finite-difference Jacobian)               |
+    | `GaussAdjoint` (default) | `GaussAdjoint(autojacvec=false)` + `vjp` hooks  |
+    | `InterpolatingAdjoint` | `InterpolatingAdjoint(autojacvec=false)`          |
+    | `QuadratureAdjoint`  | `QuadratureAdjoint(autojacvec=false)`               |
+    | `BacksolveAdjoint`   | `BacksolveAdjoint(autojacvec=false)`                |
+
+    Stiff solvers run on the forward pass only: the adjoint pass uses `Tsit5`, since an
+    implicit adjoint solver would push ForwardDiff dual numbers into Python.
+
+    This backend has never been executed in pysciml's CI: no Julia exists there.
+    """
+
+    name: ClassVar[str] = "julia"
+    solvers: ClassVar[dict[type[AbstractSolver], str]] = {
+        k: f"OrdinaryDiffEq.{v}" for k, v in _ALGS.items()
+    }
+    sensitivities: ClassVar[dict[type[AbstractSensitivity], str]] = {
+        k: f"SciMLSensitivity.{v}" for k, v in _SENSEALGS.items()
+    }
+    default_solver: ClassVar[AbstractSolver] = Tsit5()
+    default_sensitivity: ClassVar[AbstractSensitivity] = GaussAdjoint()
+
+    def __check_init__(self):
+        # Fail at trace time, with what to install, rather than inside a callback.
+        julia_module()
+
+    def host_forward(self, callbacks, problem, y0, p, ts, options):
+        jl = julia_module()
+        cb = JuliaCallbacks(callbacks)
+        ys, code, nf, naccept, nreject = jl.forward(  # not run in CI: needs Julia
+            cb.f, cb.vjp_u, cb.vjp_p, y0, p, problem.t0, problem.t1, ts,
+            _ALGS[type(options.solver)], options.rtol, options.atol, options.max_steps,
+        )
+        code = cb.code(int(code))
+        if code not in (0, NONFINITE, VECTOR_FIELD_ERROR):
+            _julia_message(jl, "forward solve", options)
+        stats = {"num_steps": int(naccept), "num_rejected_steps": int(nreject),
+                 "num_fevals": int(nf)}
+        return np.array(ys, np.float64), code, stats
+
+    def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options):
+        jl = julia_module()
+        cb = JuliaCallbacks(callbacks)
+        du0, dp, code = jl.vjp(  # not run in CI: needs Julia
+            cb.f, cb.vjp_u, cb.vjp_p, y0, p, problem.t0, problem.t1, ts, ys_bar,
+            _ALGS[type(options.solver)], _SENSEALGS[type(options.sensitivity)],
+            options.rtol, options.atol, options.max_steps,
+        )
+        code = cb.code(int(code))
+        if code not in (0, NONFINITE, VECTOR_FIELD_ERROR):
+            _julia_message(jl, "adjoint solve", options)
+        return np.array(du0, np.float64), np.array(dp, np.float64), code

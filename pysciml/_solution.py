@@ -31,7 +31,7 @@ class RESULTS(eqx.Enumeration):
     )
     vector_field_error = (
         "The vector field raised a Python exception on the host backend. The "
-        "exception is printed above and was also re-raised when `throw=True`."
+        "exception and its traceback were printed to stderr above."
     )
     solver_failed = (
         "The backend's solver reported a failure. See the backend's message above."

@@ -126,7 +126,7 @@ def _check_saveat(saveat, problem: ODEProblem, dtype):
 def _check_vector_field(problem: ODEProblem, y0, args):
     t = jax.ShapeDtypeStruct((), jnp.result_type(float))
     try:
-        out = jax.eval_shape(problem.vector_field, t, y0, args)
+        out = eqx.filter_eval_shape(problem.vector_field, t, y0, args)
     except Exception as e:
         raise type(e)(
             f"{e}\n\n(raised while tracing `ODEProblem(vector_field=...)` as "

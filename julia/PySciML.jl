@@ -1,0 +1,146 @@
+# Julia side of the pysciml <-> juliacall bridge.
+#
+# This file is `include`d into a module made by `juliacall.newmodule("PySciML")`,
+# so it must not declare `module PySciML` itself.  The Python side calls exactly
+# two functions, `forward` and `vjp`; `last_error` is a debugging aid.
+#
+# Boundary rules (see julia/NOTES.md):
+#   * every array that crosses the boundary is copied (solvers reuse buffers, and
+#     Python may keep or reuse its arrays);
+#   * nothing here throws: failures come back as integer codes
+#       0 success, 1 MaxIters, 2 DtLessThanMin, 3 non-finite / Unstable,
+#       4 exception in a Python callback, 5 any other failure;
+#   * Python callbacks are only ever called with Float64 data (stiff solvers use
+#     finite-difference Jacobians, adjoints use the ODEFunction vjp/vjp_p hooks).
+
+import OrdinaryDiffEq
+import OrdinaryDiffEqLowOrderRK
+import OrdinaryDiffEqHighOrderRK
+import OrdinaryDiffEqSDIRK
+import SciMLBase
+import SciMLSensitivity
+import ADTypes
+using PythonCall: Py, PyArray, pyimport, pyconvert
+
+include("pycallbacks.jl")
+include("solvers.jl")
+
+"""
+    forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters)
+
+Solve du/dt = f(u, p, t) on (t0, t1) and return
+`(ys, code, nf, naccept, nreject)` where `ys[i, :]` is the state at `ts[i]`
+(a `length(ts) x length(u0)` matrix, all NaN unless `code == 0`) and `nf` is the
+number of calls made to the Python `f`.
+"""
+function forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters)
+    st = CallState()
+    LAST_ERROR[] = ""
+    ys = fill(NaN, 0, 0)
+    try
+        u0v = as_vec(u0)
+        pv = as_vec(p)
+        tsv = as_vec(ts)
+        ys = fill(NaN, length(tsv), length(u0v))
+        t0f = as_f64(t0)
+        t1f = as_f64(t1)
+        check_times(tsv, t0f, t1f)
+        isempty(tsv) && return (ys, 0, 0, 0, 0)
+        prob = SciMLBase.ODEProblem(make_odefunction(f, vjp_u, vjp_p, st), u0v, (t0f, t1f), pv)
+        sol = OrdinaryDiffEq.solve(prob, make_solver(alg); saveat = tsv,
+            save_everystep = false, reltol = as_f64(rtol), abstol = as_f64(atol),
+            maxiters = Int(maxiters))
+        code = retcode_int(sol.retcode)
+        if code == 0
+            length(sol.u) == length(tsv) ||
+                error("solver saved $(length(sol.u)) states for $(length(tsv)) save times")
+            for i in eachindex(sol.u)
+                ys[i, :] .= sol.u[i]
+            end
+            all(isfinite, ys) || (code = 3)
+        end
+        if code != 0
+            fill!(ys, NaN)
+            LAST_ERROR[] = "forward solve: retcode $(sol.retcode), code $code"
+        end
+        return (ys, code, st.nf, sol.stats.naccept, sol.stats.nreject)
+    catch e
+        fill!(ys, NaN)
+        return (ys, failure_code!(st, e), st.nf, 0, 0)
+    end
+end
+
+"""
+    vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, maxiters)
+
+Adjoint of `forward`: given the cotangent `ys_bar` (`length(ts) x length(u0)`) of
+`ys`, return `(du0, dp, code)` with the gradients of `sum(ys_bar .* ys)` with
+respect to `u0` and `p` (positive sign; NaN unless `code == 0`).
+"""
+function vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, maxiters)
+    st = CallState()
+    LAST_ERROR[] = ""
+    du0 = Float64[]
+    dp = Float64[]
+    try
+        u0v = as_vec(u0)
+        pv = as_vec(p)
+        tsv = as_vec(ts)
+        du0 = fill(NaN, length(u0v))
+        dp = fill(NaN, length(pv))
+        ybar = as_mat(ys_bar)
+        size(ybar) == (length(tsv), length(u0v)) ||
+            throw(DimensionMismatch("ys_bar has size $(size(ybar)), expected $((length(tsv), length(u0v)))"))
+        t0f = as_f64(t0)
+        t1f = as_f64(t1)
+        reltol = as_f64(rtol)
+        abstol = as_f64(atol)
+        nsteps = Int(maxiters)
+        # The adjoint needs save times inside [t0, t1] with t0 < t1.
+        t0f < t1f || throw(ArgumentError("vjp needs t0 < t1"))
+        check_times(tsv, t0f, t1f)
+        if isempty(tsv)
+            fill!(du0, 0.0)
+            fill!(dp, 0.0)
+            return (du0, dp, 0)
+        end
+        prob = SciMLBase.ODEProblem(make_odefunction(f, vjp_u, vjp_p, st), u0v, (t0f, t1f), pv)
+        # Dense re-solve: same steps as `forward` (saveat does not change steps).
+        sol = OrdinaryDiffEq.solve(prob, make_solver(alg); reltol = reltol,
+            abstol = abstol, maxiters = nsteps)
+        code = retcode_int(sol.retcode)
+        if code != 0
+            LAST_ERROR[] = "forward re-solve: retcode $(sol.retcode), code $code"
+            return (du0, dp, code)
+        end
+        # dgdu_discrete(out, u, p, t, i) must write dg/du at ts[i] into out.
+        dgdu = function (out, _u, _p, _t, i)
+            copyto!(out, view(ybar, i, :))
+            return nothing
+        end
+        g0, gp = SciMLSensitivity.adjoint_sensitivities(sol, adjoint_solver(alg);
+            t = tsv, dgdu_discrete = dgdu, sensealg = make_sensealg(sensealg, reltol, abstol),
+            abstol = abstol, reltol = reltol, maxiters = nsteps)
+        copyto!(du0, vec(g0))
+        gp === nothing || copyto!(dp, vec(gp))
+        # adjoint_sensitivities does not return the adjoint retcode; the backward
+        # solve ends at t0, where the solver always evaluates the RHS (and so the
+        # vjp hook), so an early stop shows up as st.tmin_vjp > t0.
+        if !(all(isfinite, du0) && all(isfinite, dp))
+            code = 3
+        elseif st.tmin_vjp > t0f + 1e-8 * max(1.0, abs(t1f - t0f))
+            code = 5
+        end
+        if code != 0
+            LAST_ERROR[] = "adjoint: code $code (non-finite result, or the backward solve " *
+                           "stopped at t = $(st.tmin_vjp) before t0)"
+            fill!(du0, NaN)
+            fill!(dp, NaN)
+        end
+        return (du0, dp, code)
+    catch e
+        fill!(du0, NaN)
+        fill!(dp, NaN)
+        return (du0, dp, failure_code!(st, e))
+    end
+end

@@ -12,19 +12,15 @@ jax.config.update("jax_enable_x64", True)
 os.environ.setdefault("EQX_ON_ERROR", "raise")
 
 
-def _julia_available() -> bool:
-    from pysciml._julia import julia_status
-
-    return julia_status().available
-
-
 def pytest_collection_modifyitems(config, items):
     julia_items = [item for item in items if "julia" in item.keywords]
     if not julia_items:
         return
     try:
-        ok = _julia_available()
-        reason = "needs Julia (none is installed on this machine; see README, 'Enabling Julia')"
+        from pysciml._julia import julia_status
+
+        ok, why = julia_status()
+        reason = f"needs Julia, and {why} (see README, 'Enabling Julia')"
     except Exception as e:  # pragma: no cover - defensive: never break collection
         ok, reason = False, f"needs Julia: {e}"
     if not ok:

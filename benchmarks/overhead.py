@@ -1,0 +1,304 @@
+"""Overhead of `pysciml.solve(..., backend="diffrax")` over hand-written raw Diffrax
+doing the same work. Goal: pysciml median / raw-diffrax median <= 1.05 for each case.
+
+    .venv/bin/python benchmarks/overhead.py            # all cases, full repeats
+    .venv/bin/python benchmarks/overhead.py --quick    # fewer rounds
+    .venv/bin/python benchmarks/overhead.py --part lv  # Lotka--Volterra only (float64)
+    .venv/bin/python benchmarks/overhead.py --part nn  # neural ODE step only (float32)
+
+Cases:
+
+- Lotka--Volterra, float64 (x64 on), p = [1.5, 1, 3, 1], y0 = [1, 1], 100 save times on
+  [0, 15], Tsit5, rtol = atol = 1e-8: the forward solve, and the gradient of
+  sum(ys**2) with respect to p (discrete adjoint: RecursiveCheckpointAdjoint).
+- One neural ODE training step, float32 (x64 off): MLP 2 -> 64 -> 64 -> 2 (softplus),
+  vector field mlp(y), a batch of 32 initial conditions (vmap over y0), 100 save
+  times on [0, 10], Tsit5, rtol = atol = 1e-4, MSE against fixed targets, one
+  optax.adam step, under `eqx.filter_jit`.
+
+Both sides are jitted and warmed up, every call ends in `block_until_ready`, and the
+two sides are timed alternately (see `_common.py`). The two parts need different x64
+settings, so `--part all` (the default) runs each in a subprocess of its own.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+GOAL = 1.05
+
+
+# --------------------------------------------------------------------------------------
+# Lotka--Volterra (float64)
+# --------------------------------------------------------------------------------------
+
+
+def part_lv(rounds: int) -> list[dict]:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import diffrax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import pysciml as ps
+    from _common import compare
+
+    def lotka_volterra(t, y, p):
+        x, z = y[0], y[1]
+        return jnp.stack([p[0] * x - p[1] * x * z, -p[2] * z + p[3] * x * z])
+
+    y0 = jnp.array([1.0, 1.0])
+    p = jnp.array([1.5, 1.0, 3.0, 1.0])
+    ts = jnp.linspace(0.0, 15.0, 100)
+    rtol = atol = 1e-8
+
+    # The anchor: raw Diffrax, no pysciml.
+    def raw_ys(y0, p, ts):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lotka_volterra),
+            diffrax.Tsit5(),
+            0.0,
+            15.0,
+            None,
+            y0,
+            p,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=4096,
+            adjoint=diffrax.RecursiveCheckpointAdjoint(),
+        )
+        return sol.ys
+
+    problem = ps.ODEProblem(lotka_volterra, 0.0, 15.0)
+
+    def ps_ys(y0, p, ts):
+        return ps.solve(
+            problem,
+            y0,
+            p,
+            saveat=ts,
+            backend="diffrax",
+            solver=ps.Tsit5(),
+            rtol=rtol,
+            atol=atol,
+            sensitivity=ps.DiscreteAdjoint(),
+        ).ys
+
+    def loss(ys_fn):
+        return lambda p, y0, ts: jnp.sum(ys_fn(y0, p, ts) ** 2)
+
+    raw_fwd, ps_fwd = jax.jit(raw_ys), jax.jit(ps_ys)
+    raw_grad, ps_grad = jax.jit(jax.grad(loss(raw_ys))), jax.jit(jax.grad(loss(ps_ys)))
+
+    # Same work: same numbers, same dtype.
+    a, b = raw_fwd(y0, p, ts), ps_fwd(y0, p, ts)
+    assert a.dtype == b.dtype == jnp.float64, (a.dtype, b.dtype)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-12)
+    ga, gb = raw_grad(p, y0, ts), ps_grad(p, y0, ts)
+    np.testing.assert_allclose(np.asarray(gb), np.asarray(ga), rtol=1e-10, atol=1e-10)
+
+    rows = []
+    for case, raw, mine, fargs in [
+        ("Lotka-Volterra forward (f64, 100 saves, 1e-8)", raw_fwd, ps_fwd, (y0, p, ts)),
+        ("Lotka-Volterra grad wrt p (f64, 100 saves, 1e-8)", raw_grad, ps_grad, (p, y0, ts)),
+    ]:
+        t = compare(
+            {
+                "anchor": lambda raw=raw, fargs=fargs: jax.block_until_ready(raw(*fargs)),
+                "pysciml": lambda mine=mine, fargs=fargs: jax.block_until_ready(
+                    mine(*fargs)
+                ),
+            },
+            rounds=rounds,
+        )
+        rows.append({"case": case, **_row(t)})
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# Neural ODE training step (float32)
+# --------------------------------------------------------------------------------------
+
+
+def part_nn(rounds: int) -> list[dict]:
+    import jax
+
+    jax.config.update("jax_enable_x64", False)
+    import diffrax
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    import scipy.linalg
+
+    import pysciml as ps
+    from _common import compare
+
+    f32 = jnp.float32
+    rtol = atol = 1e-4
+    batch, nsave, t1 = 32, 100, 10.0
+
+    mlp = eqx.nn.MLP(
+        2, 2, 64, depth=2, activation=jax.nn.softplus, key=jax.random.PRNGKey(0)
+    )
+    # Scale the last layer down so that the untrained field is tame (identical on both
+    # sides, it only fixes how many steps a solve takes).
+    mlp = eqx.tree_at(lambda m: m.layers[-1].weight, mlp, mlp.layers[-1].weight * 0.1)
+    y0s = jax.random.uniform(jax.random.PRNGKey(1), (batch, 2), f32, -2.0, 2.0)
+    ts = jnp.linspace(0.0, t1, nsave, dtype=f32)
+    # Targets: a damped spiral, y(t) = expm(A t) y0.
+    A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
+    props = np.stack([scipy.linalg.expm(A * t) for t in np.asarray(ts, np.float64)])
+    targets = jnp.asarray(np.einsum("tij,bj->bti", props, np.asarray(y0s)), f32)
+
+    def field(t, y, model):
+        return model(y)
+
+    # The anchor: raw Diffrax, no pysciml.
+    def raw_one(model, y0):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            diffrax.Tsit5(),
+            0.0,
+            t1,
+            None,
+            y0,
+            model,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=4096,
+            adjoint=diffrax.RecursiveCheckpointAdjoint(),
+        )
+        return sol.ys
+
+    problem = ps.ODEProblem(field, 0.0, t1)
+
+    def ps_one(model, y0):
+        return ps.solve(
+            problem,
+            y0,
+            model,
+            saveat=ts,
+            backend="diffrax",
+            solver=ps.Tsit5(),
+            rtol=rtol,
+            atol=atol,
+            sensitivity=ps.DiscreteAdjoint(),
+        ).ys
+
+    optim = optax.adam(1e-3)
+    opt_state = optim.init(eqx.filter(mlp, eqx.is_inexact_array))
+
+    def make_step(one):
+        def loss_fn(model, y0s, targets):
+            ys = jax.vmap(one, in_axes=(None, 0))(model, y0s)
+            return jnp.mean((ys - targets) ** 2), ys
+
+        @eqx.filter_jit
+        def step(model, opt_state, y0s, targets):
+            (loss, ys), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
+                model, y0s, targets
+            )
+            updates, opt_state = optim.update(
+                grads, opt_state, eqx.filter(model, eqx.is_inexact_array)
+            )
+            model = eqx.apply_updates(model, updates)
+            return model, opt_state, loss, ys
+
+        return step
+
+    raw_step, ps_step = make_step(raw_one), make_step(ps_one)
+
+    # Same work, really in float32 on both sides.
+    ra = raw_step(mlp, opt_state, y0s, targets)
+    rb = ps_step(mlp, opt_state, y0s, targets)
+    for leaf in jax.tree.leaves(eqx.filter((ra, rb), eqx.is_inexact_array)):
+        assert leaf.dtype == f32, leaf.dtype
+    np.testing.assert_allclose(float(rb[2]), float(ra[2]), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(rb[3]), np.asarray(ra[3]), rtol=1e-4, atol=1e-5)
+    for la, lb in zip(
+        jax.tree.leaves(eqx.filter(ra[0], eqx.is_inexact_array)),
+        jax.tree.leaves(eqx.filter(rb[0], eqx.is_inexact_array)),
+    ):
+        np.testing.assert_allclose(np.asarray(lb), np.asarray(la), rtol=1e-4, atol=1e-6)
+
+    # Every call does identical work: the same model and optimiser state each time
+    # (feeding the update back would change the number of solver steps).
+    t = compare(
+        {
+            "anchor": lambda: jax.block_until_ready(
+                raw_step(mlp, opt_state, y0s, targets)
+            ),
+            "pysciml": lambda: jax.block_until_ready(
+                ps_step(mlp, opt_state, y0s, targets)
+            ),
+        },
+        rounds=rounds,
+        target_s=0.0,
+    )
+    case = "Neural ODE train step (f32, MLP 2-64-64-2, batch 32, 100 saves, 1e-4)"
+    return [{"case": case, **_row(t)}]
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _row(t) -> dict:
+    a, b = t["anchor"], t["pysciml"]
+    return {
+        "anchor_ms": 1e3 * a["median"],
+        "pysciml_ms": 1e3 * b["median"],
+        "anchor_iqr_ms": [1e3 * a["q1"], 1e3 * a["q3"]],
+        "pysciml_iqr_ms": [1e3 * b["q1"], 1e3 * b["q3"]],
+        "ratio": b["median"] / a["median"],
+        "ratio_of_minima": b["min"] / a["min"],
+    }
+
+
+def print_table(rows: list[dict], rounds: int) -> None:
+    print(
+        f"\nOverhead of pysciml (backend='diffrax') over raw Diffrax; median of "
+        f"{rounds} interleaved rounds. Goal: ratio <= {GOAL}.\n"
+    )
+    print("| case | raw diffrax (ms) | pysciml (ms) | ratio | ratio of minima | goal met |")
+    print("|---|---:|---:|---:|---:|:---:|")
+    for r in rows:
+        print(
+            f"| {r['case']} | {r['anchor_ms']:.3f} | {r['pysciml_ms']:.3f} | "
+            f"{r['ratio']:.3f} | {r['ratio_of_minima']:.3f} | "
+            f"{'yes' if r['ratio'] <= GOAL else '**no**'} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--part", choices=["all", "lv", "nn"], default="all")
+    parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    args = parser.parse_args()
+    rounds = 15 if args.quick else 101
+
+    if args.part == "all":
+        rows = []
+        for part in ("lv", "nn"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--part", part, "--json"]
+            if args.quick:
+                cmd.append("--quick")
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            rows += json.loads(out.stdout.strip().splitlines()[-1])
+    else:
+        rows = part_lv(rounds) if args.part == "lv" else part_nn(rounds)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print_table(rows, rounds)
+
+
+if __name__ == "__main__":
+    main()

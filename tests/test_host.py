@@ -384,3 +384,28 @@ def test_float32_without_x64_and_no_global_setting_changed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=180)
     assert out.returncode == 0, out.stderr
+
+
+def test_dropped_residuals_are_recomputed(monkeypatch):
+    """The forward dense output is kept for the backward pass; when the store has
+    dropped it (it is bounded in bytes), the VJP re-solves and gives the same answer."""
+    from pysciml._backend import host
+
+    problem = ps.ODEProblem(lotka_volterra, 0.0, 3.0)
+    ts = jnp.linspace(0.5, 3.0, 6)
+
+    def grad():
+        return jax.grad(lambda p: jnp.sum(ps.solve(
+            problem, jnp.array([1.0, 1.0]), p, saveat=ts, backend="scipy",
+            rtol=1e-9, atol=1e-9).ys ** 2))(jnp.array([1.5, 1.0, 3.0, 1.0]))
+
+    kept = []
+    original_get = host.RESIDUALS.get
+    monkeypatch.setattr(host.RESIDUALS, "get",
+                        lambda token: kept.append(original_get(token)) or kept[-1])
+    g_kept = grad()
+    assert kept and kept[-1] is not None
+    monkeypatch.setattr(host.RESIDUALS, "max_bytes", 0)
+    g_recomputed = grad()
+    assert kept[-1] is None
+    np.testing.assert_array_equal(g_kept, g_recomputed)

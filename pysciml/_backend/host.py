@@ -210,6 +210,68 @@ def code_for(exc: BaseException) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# What the forward pass keeps for the backward pass
+# --------------------------------------------------------------------------------------
+
+
+def _nbytes(obj, depth=0) -> int:
+    """Rough size of the NumPy arrays held by `obj` (a dense output, say)."""
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if depth > 3:
+        return 0
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(x, depth + 1) for x in obj)
+    if hasattr(obj, "__dict__"):
+        return sum(_nbytes(x, depth + 1) for x in vars(obj).values())
+    return 0
+
+
+class ResidualStore:
+    """Host-side residuals of forward solves, keyed by an integer token that travels
+    through JAX as the custom_vjp residual. Bounded in bytes: the oldest entries are
+    dropped first, and a `vjp` whose entry is gone re-solves the forward problem (so a
+    drop costs time, never correctness)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: "dict[int, tuple[Any, int]]" = {}
+        self._bytes = 0
+        self._next = 1
+        self._lock = threading.Lock()
+
+    def put(self, value) -> int:
+        if value is None:
+            return 0
+        size = _nbytes(value)
+        if size > self.max_bytes:
+            return 0
+        with self._lock:
+            token = self._next
+            # Token 0 means "nothing kept"; stay inside int32.
+            self._next = self._next % (2**31 - 2) + 1
+            self._entries[token] = (value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                oldest = next(iter(self._entries))
+                self._bytes -= self._entries.pop(oldest)[1]
+        return token
+
+    def get(self, token: int):
+        with self._lock:
+            entry = self._entries.get(token)
+        return None if entry is None else entry[0]
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+RESIDUALS = ResidualStore(max_bytes=256 * 2**20)
+
+
+# --------------------------------------------------------------------------------------
 # The backend
 # --------------------------------------------------------------------------------------
 
@@ -271,13 +333,21 @@ class AbstractHostBackend(AbstractBackend):
         p: np.ndarray,
         ts: np.ndarray,
         options: SolveOptions,
-    ) -> tuple[np.ndarray, int, dict[str, int]]:
+        *,
+        keep: bool,
+    ) -> tuple[np.ndarray, int, dict[str, int], Any]:
         """Solves one problem on the host, on the host thread.
+
+        **Arguments:**
+
+        - `keep`: whether a `host_vjp` will follow; if so, return what it needs to
+            skip re-solving (a dense output, say) as `saved`.
 
         **Returns:**
 
-        `(ys, code, stats)`: `ys` of shape `(len(ts), n)`; a result code (raise
-        nothing: use `code_for` on a caught exception); a dict with `STATS_KEYS`.
+        `(ys, code, stats, saved)`: `ys` of shape `(len(ts), n)`; a result code (raise
+        nothing: use `code_for` on a caught exception); a dict with `STATS_KEYS`;
+        `saved` (or `None`).
         """
 
     @abc.abstractmethod
@@ -290,9 +360,12 @@ class AbstractHostBackend(AbstractBackend):
         ts: np.ndarray,
         ys_bar: np.ndarray,
         options: SolveOptions,
+        *,
+        saved: Any,
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """The VJP of `host_forward`'s `ys` with respect to `y0` and `p`, on the host
-        thread. Returns `(y0_bar, p_bar, code)`."""
+        thread. `saved` is what `host_forward(keep=True)` returned, or `None` if it was
+        dropped: then re-solve. Returns `(y0_bar, p_bar, code)`."""
 
     def _callbacks(self, problem: FlatProblem, n: int, m: int) -> HostCallbacks:
         return host_callbacks(problem.vector_field, n, m)
@@ -304,31 +377,37 @@ class AbstractHostBackend(AbstractBackend):
         def single(y0_, p_, ts_):
             def work():
                 callbacks = self._callbacks(problem, n, m)
+                saved = None
                 try:
-                    ys, code, stats = self.host_forward(
+                    ys, code, stats, saved = self.host_forward(
                         callbacks,
                         problem,
                         np.array(y0_, dtype=np.float64),
                         np.array(p_, dtype=np.float64),
                         np.array(ts_, dtype=np.float64),
                         options,
+                        keep=residuals,
                     )
                 except Exception as e:  # never let an exception cross the callback
                     ys, code, stats = None, code_for(e), {}
                 if code != SUCCESS or ys is None:
-                    ys = np.full((k, n), np.nan)
+                    ys, saved = np.full((k, n), np.nan), None
+                token = RESIDUALS.put(saved) if residuals else 0
                 return (
                     np.asarray(ys, dtype=dtype),
                     np.int32(code),
                     np.array([stats.get(key, -1) for key in STATS_KEYS], np.int32),
+                    np.int32(token),
                 )
 
             return HostThread.run(work)
 
+        batch = y0.shape[:-1]
         shapes = (
-            jax.ShapeDtypeStruct(y0.shape[:-1] + (k, n), dtype),
-            jax.ShapeDtypeStruct(y0.shape[:-1], jnp.int32),
-            jax.ShapeDtypeStruct(y0.shape[:-1] + (len(STATS_KEYS),), jnp.int32),
+            jax.ShapeDtypeStruct(batch + (k, n), dtype),
+            jax.ShapeDtypeStruct(batch, jnp.int32),
+            jax.ShapeDtypeStruct(batch + (len(STATS_KEYS),), jnp.int32),
+            jax.ShapeDtypeStruct(batch, jnp.int32),
         )
         callback = _no_derivatives(
             self.name,
@@ -341,14 +420,16 @@ class AbstractHostBackend(AbstractBackend):
                 vmap_method="broadcast_all",
             ),
         )
-        ys, code, stats = callback(y0, p, ts.astype(dtype))
+        ys, code, stats, token = callback(y0, p, ts.astype(dtype))
         stats = {key: stats[..., i] for i, key in enumerate(STATS_KEYS)}
-        return (ys, code, stats), None
+        # The residual is a token for what the host solver kept (its dense output):
+        # `vjp` then skips the forward re-solve. A missing entry is recomputed.
+        return (ys, code, stats), (token if residuals else None)
 
     def vjp(self, problem, y0, p, ts, residuals, ys_bar, options):
         n, m = y0.shape[-1], p.shape[-1]
 
-        def single(y0_, p_, ts_, ys_bar_):
+        def single(y0_, p_, ts_, ys_bar_, token_):
             def work():
                 callbacks = self._callbacks(problem, n, m)
                 try:
@@ -360,6 +441,7 @@ class AbstractHostBackend(AbstractBackend):
                         np.array(ts_, dtype=np.float64),
                         np.array(ys_bar_, dtype=np.float64),
                         options,
+                        saved=RESIDUALS.get(int(token_)),
                     )
                 except Exception as e:
                     y0_bar, p_bar, code = None, None, code_for(e)
@@ -381,13 +463,14 @@ class AbstractHostBackend(AbstractBackend):
         callback = _no_derivatives(
             self.name,
             lambda *args: jax.pure_callback(
-                _batched(single, (1, 1, 1, 2)),
+                _batched(single, (1, 1, 1, 2, 0)),
                 shapes,
                 *args,
                 vmap_method="broadcast_all",
             ),
         )
-        y0_bar, p_bar, code = callback(y0, p, ts.astype(y0.dtype), ys_bar)
+        token = jnp.zeros((), jnp.int32) if residuals is None else residuals
+        y0_bar, p_bar, code = callback(y0, p, ts.astype(y0.dtype), ys_bar, token)
         if options.throw:
             result = eqx._enum.EnumerationItem(code, RESULTS)
             y0_bar, p_bar = result.error_if((y0_bar, p_bar), code != SUCCESS)

@@ -153,7 +153,7 @@ class JuliaBackend(AbstractHostBackend):
         # Fail at trace time, with what to install, rather than inside a callback.
         julia_module()
 
-    def host_forward(self, callbacks, problem, y0, p, ts, options):
+    def host_forward(self, callbacks, problem, y0, p, ts, options, *, keep):
         jl = julia_module()
         cb = JuliaCallbacks(callbacks)
         ys, code, nf, naccept, nreject = jl.forward(  # not run in CI: needs Julia
@@ -165,9 +165,11 @@ class JuliaBackend(AbstractHostBackend):
             _julia_message(jl, "forward solve", options)
         stats = {"num_steps": int(naccept), "num_rejected_steps": int(nreject),
                  "num_fevals": int(nf)}
-        return np.array(ys, np.float64), code, stats
+        # The bridge keeps nothing: `vjp` re-solves (SciMLSensitivity needs the
+        # Julia solution object, which does not outlive the call).
+        return np.array(ys, np.float64), code, stats, None
 
-    def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options):
+    def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options, *, saved):
         jl = julia_module()
         cb = JuliaCallbacks(callbacks)
         du0, dp, code = jl.vjp(  # not run in CI: needs Julia

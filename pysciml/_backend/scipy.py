@@ -161,11 +161,12 @@ class ScipyBackend(AbstractHostBackend):
             return None, sparsity
         return (lambda t, y: callbacks.jac(t, y, p)), None
 
-    def host_forward(self, callbacks, problem, y0, p, ts, options):
+    def host_forward(self, callbacks, problem, y0, p, ts, options, *, keep):
         method = _METHODS[type(options.solver)]
         jac, sparsity = self._jacobians(callbacks, problem, method, p)
+        dense = keep and isinstance(options.sensitivity, InterpolatingAdjoint)
         try:
-            ys, stats, _ = _forward(
+            ys, stats, interpolant = _forward(
                 method,
                 lambda t, y: callbacks.f(t, y, p),
                 problem.t0,
@@ -174,31 +175,34 @@ class ScipyBackend(AbstractHostBackend):
                 options,
                 jac,
                 sparsity,
-                dense=False,
+                dense=dense,
             )
         except _Failed as e:
-            return None, e.code, {}
+            return None, e.code, {}, None
         except (VectorFieldError, NonFiniteError) as e:
-            return None, code_for(e), {}
-        return ys, SUCCESS, stats
+            return None, code_for(e), {}, None
+        return ys, SUCCESS, stats, ((ys, interpolant) if keep else None)
 
-    def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options):
+    def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options, *, saved):
         method = _METHODS[type(options.solver)]
         n, m = callbacks.n, callbacks.m
         jac, sparsity = self._jacobians(callbacks, problem, method, p)
         interpolating = isinstance(options.sensitivity, InterpolatingAdjoint)
         try:
-            ys, _, interpolant = _forward(
-                method,
-                lambda t, y: callbacks.f(t, y, p),
-                problem.t0,
-                y0,
-                ts,
-                options,
-                jac,
-                sparsity,
-                dense=interpolating,
-            )
+            if saved is None:
+                ys, _, interpolant = _forward(
+                    method,
+                    lambda t, y: callbacks.f(t, y, p),
+                    problem.t0,
+                    y0,
+                    ts,
+                    options,
+                    jac,
+                    sparsity,
+                    dense=interpolating,
+                )
+            else:
+                ys, interpolant = saved
             # Stops of the backward pass: every save time below the last, then t0.
             stops = np.concatenate([ts[-2::-1], [problem.t0]])
             if interpolating:

@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 from ._backend.host import HostThread
 
-
 MSG_NO_JULIA = """\
 The Julia backend is not available: {reason}
 

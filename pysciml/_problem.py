@@ -5,7 +5,6 @@ from collections.abc import Callable
 import equinox as eqx
 import numpy as np
 
-
 MSG_TIME = (
     "`ODEProblem({name}=...)` must be a finite real number (a Python float or a "
     "concrete scalar); got {value!r}. Pass e.g. `ps.ODEProblem(f, t0=0.0, t1=10.0)`."

@@ -5,7 +5,6 @@ import os
 
 from .base import AbstractBackend
 
-
 # Every backend is registered here, once: name -> (module, class). Modules are imported
 # on first use, so that `import pysciml` never imports scipy's solvers or juliacall.
 _REGISTRY = {

@@ -11,7 +11,6 @@ from .._solution import RESULTS
 from .._solver import AbstractSolver, Dopri5, Dopri8, Kvaerno5, Tsit5
 from .base import AbstractBackend, FlatProblem, SolveOptions
 
-
 _SOLVERS = {
     Tsit5: diffrax.Tsit5,
     Dopri5: diffrax.Dopri5,

@@ -31,7 +31,6 @@ from .._flatten import FlatVectorField
 from .._solution import RESULTS
 from .base import AbstractBackend, FlatProblem, SolveOptions
 
-
 SUCCESS = int(RESULTS.successful._value)
 MAX_STEPS = int(RESULTS.max_steps_reached._value)
 DT_MIN = int(RESULTS.dt_min_reached._value)

@@ -29,7 +29,6 @@ from .._solver import (
 )
 from .host import NONFINITE, VECTOR_FIELD_ERROR, AbstractHostBackend, code_for
 
-
 # pysciml tag -> OrdinaryDiffEq algorithm name, as understood by `julia/solvers.jl`.
 _ALGS = {
     Tsit5: "Tsit5",

@@ -23,7 +23,6 @@ from .host import (
     code_for,
 )
 
-
 _METHODS = {
     Dopri5: si.RK45,
     Dopri8: si.DOP853,

@@ -30,6 +30,7 @@ from ._sensitivity import (
     BacksolveAdjoint as BacksolveAdjoint,
 )
 from ._sensitivity import (
+    DirectAdjoint as DirectAdjoint,
     DiscreteAdjoint as DiscreteAdjoint,
 )
 from ._sensitivity import (

@@ -29,6 +29,15 @@ class DiscreteAdjoint(AbstractSensitivity):
     checkpoints: int | None = None
 
 
+class DirectAdjoint(AbstractSensitivity):
+    """Discretise-then-optimise without checkpointing (diffrax's `DirectAdjoint`): the
+    solver's loop is differentiated as it stands. It costs more memory and compile time
+    than `DiscreteAdjoint`, but it is itself differentiable in reverse mode, so
+    `jax.jacrev(jax.jacrev(...))` works: use it for Hessians (e.g. NumPyro's
+    `AutoLaplaceApproximation(hessian_fn=lambda f, x: jax.jacrev(jax.jacrev(f))(x))`).
+    Keep `max_steps` small: the unrolled loop is sized by it."""
+
+
 class BacksolveAdjoint(AbstractContinuousAdjoint):
     """Continuous adjoint that re-solves the state backward in time together with the
     adjoint. Constant memory, but unstable for problems whose backward dynamics are

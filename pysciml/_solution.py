@@ -18,7 +18,9 @@ class RESULTS(eqx.Enumeration):
     successful = ""
     max_steps_reached = (
         "The maximum number of solver steps was reached. Try increasing `max_steps`, "
-        "or use a stiff solver (e.g. `solver=ps.Kvaerno5()`) if the problem is stiff."
+        "or use a stiff solver (e.g. `solver=ps.Kvaerno5()`) if the problem is stiff. "
+        "On the diffrax backend a vector field that returns NaN (parameters outside "
+        "its domain, say) also ends here, after every step was rejected."
     )
     dt_min_reached = (
         "The step size became too small for the solver to make progress. The problem "

@@ -115,5 +115,3 @@ def lotka_volterra(t, y, p):
 
 LV_P = np.array([1.5, 1.0, 3.0, 1.0])
 LV_Y0 = np.array([1.0, 1.0])
-
-

@@ -19,7 +19,6 @@ from helpers import (
 
 import pysciml as ps
 
-
 # ---------------------------------------------------------------------------------------
 # Three linear problems with exact solutions.
 
@@ -139,8 +138,14 @@ def test_float32_gradient_dtype(backend):
 
     def loss(y0, tau):
         ys = ps.solve(
-            problem, y0, tau, saveat=jnp.array([2.0]), backend=backend,
-            solver=default_solver(backend), rtol=1e-5, atol=1e-7,
+            problem,
+            y0,
+            tau,
+            saveat=jnp.array([2.0]),
+            backend=backend,
+            solver=default_solver(backend),
+            rtol=1e-5,
+            atol=1e-7,
         ).ys
         return jnp.sum(ys**2)
 
@@ -194,8 +199,11 @@ def test_pytree_state_and_module_args(backend, params_cls):
     ts = np.linspace(0.0, 5.0, 6)
     problem = ps.ODEProblem(_oscillator_tree, 0.0, 5.0)
     kw = dict(
-        saveat=jnp.asarray(ts), solver=default_solver(backend), backend=backend,
-        rtol=1e-8, atol=1e-10,
+        saveat=jnp.asarray(ts),
+        solver=default_solver(backend),
+        backend=backend,
+        rtol=1e-8,
+        atol=1e-10,
     )
     sol = ps.solve(problem, y0, params, **kw)
     assert set(sol.ys) == {"x", "v"}
@@ -246,7 +254,12 @@ def test_mlp_args_against_scipy(backend, mlp):
     rhs = jax.jit(lambda y: _neural(0.0, y, mlp))
     ref = scipy.integrate.solve_ivp(
         lambda t, y: np.asarray(rhs(jnp.asarray(y))),
-        (0.0, 3.0), y0, method="DOP853", t_eval=ts, rtol=1e-12, atol=1e-14,
+        (0.0, 3.0),
+        y0,
+        method="DOP853",
+        t_eval=ts,
+        rtol=1e-12,
+        atol=1e-14,
     )
     assert ref.success
     # Both solves are accurate to ~C*1e-9 on |y| <~ 1; 1e-6 leaves a wide margin.

@@ -22,7 +22,6 @@ from helpers import (
 
 import pysciml as ps
 
-
 # ---------------------------------------------------------------------------------------
 # y' = -y/tau: the analytic adjoint.
 
@@ -38,8 +37,15 @@ def test_decay_against_analytic_adjoint(backend, sensitivity):
 
     def loss(y0, tau):
         sol = ps.solve(
-            problem, y0, tau, saveat=jnp.array([T]), solver=default_solver(backend),
-            backend=backend, sensitivity=sensitivity, rtol=1e-8, atol=1e-10,
+            problem,
+            y0,
+            tau,
+            saveat=jnp.array([T]),
+            solver=default_solver(backend),
+            backend=backend,
+            sensitivity=sensitivity,
+            rtol=1e-8,
+            atol=1e-10,
         )
         return sol.ys[-1] ** 2  # scalar y0 -> ys of shape (1,)
 
@@ -49,7 +55,9 @@ def test_decay_against_analytic_adjoint(backend, sensitivity):
     # dL/dtau = (T/tau^2) dL/dy(T) y0 exp(-T/tau);  dL/dy0 = dL/dy(T) exp(-T/tau).
     # Values are accurate to ~C*rtol = 1e-6 relative (see test_core_analytic); the
     # adjoint solve adds an error of the same order. 1e-5 relative leaves 10x margin.
-    np.testing.assert_allclose(float(g_tau), (T / tau**2) * dL_dy * y0 * np.exp(-T / tau), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(g_tau), (T / tau**2) * dL_dy * y0 * np.exp(-T / tau), rtol=1e-5
+    )
     np.testing.assert_allclose(float(g_y0), dL_dy * np.exp(-T / tau), rtol=1e-5)
 
 
@@ -65,8 +73,15 @@ def _lv_loss(backend, sensitivity, rtol):
 
     def loss(y0, p):
         ys = ps.solve(
-            problem, y0, p, saveat=jnp.asarray(_TS), solver=default_solver(backend),
-            backend=backend, sensitivity=sensitivity, rtol=rtol, atol=rtol / 100,
+            problem,
+            y0,
+            p,
+            saveat=jnp.asarray(_TS),
+            solver=default_solver(backend),
+            backend=backend,
+            sensitivity=sensitivity,
+            rtol=rtol,
+            atol=rtol / 100,
         ).ys
         return jnp.sum(jnp.asarray(_W) * ys)
 
@@ -105,7 +120,11 @@ def _pairs():
     out = []
     for b in BACKENDS:
         for s1, s2 in itertools.combinations(SENSITIVITIES_BY_BACKEND[b], 2):
-            out.append(pytest.param(b, s1, s2, id=f"{b}-{type(s1).__name__}-{type(s2).__name__}"))
+            out.append(
+                pytest.param(
+                    b, s1, s2, id=f"{b}-{type(s1).__name__}-{type(s2).__name__}"
+                )
+            )
     return out
 
 
@@ -139,8 +158,14 @@ def test_mlp_gradient_against_finite_differences(backend):
 
     def loss(params):
         sol = ps.solve(
-            problem, y0, eqx.combine(params, static), saveat=jnp.array([1.0, 2.0]),
-            solver=default_solver(backend), backend=backend, rtol=1e-10, atol=1e-12,
+            problem,
+            y0,
+            eqx.combine(params, static),
+            saveat=jnp.array([1.0, 2.0]),
+            solver=default_solver(backend),
+            backend=backend,
+            rtol=1e-10,
+            atol=1e-12,
         )
         return jnp.sum(sol.ys**2)
 
@@ -150,7 +175,10 @@ def test_mlp_gradient_against_finite_differences(backend):
     direction = jax.tree.unflatten(
         treedef, [jr.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
     )
-    along = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+    along = sum(
+        jnp.vdot(g, d)
+        for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction))
+    )
 
     def shifted(h):
         return loss(jax.tree.map(lambda x, d: x + h * d, params, direction))

@@ -10,7 +10,6 @@ from helpers import BACKENDS, default_solver
 import pysciml as ps
 from pysciml._backend.host import AbstractHostBackend
 
-
 T = 2.0
 TS = np.linspace(0.0, T, 5)
 # rtol=1e-8 (atol=1e-10): values are within C*rtol = 1e-6 (relative to max|y|, C=100,
@@ -34,10 +33,16 @@ def _exact(y0, tau, ts=TS):
 
 
 def _solve(backend, y0, tau, **kw):
-    kw = dict(
-        saveat=jnp.asarray(TS), solver=default_solver(backend), backend=backend,
-        rtol=RTOL, atol=RTOL / 100,
-    ) | kw
+    kw = (
+        dict(
+            saveat=jnp.asarray(TS),
+            solver=default_solver(backend),
+            backend=backend,
+            rtol=RTOL,
+            atol=RTOL / 100,
+        )
+        | kw
+    )
     return ps.solve(PROBLEM, y0, tau, **kw)
 
 
@@ -45,7 +50,9 @@ def _solve(backend, y0, tau, **kw):
 def test_jit(backend):
     f = jax.jit(lambda y0, tau: _solve(backend, y0, tau).ys)
     y0, tau = jnp.array([1.0, 2.0]), jnp.asarray(0.7)
-    np.testing.assert_allclose(np.asarray(f(y0, tau)), _exact(y0, tau), atol=2 * VAL_TOL)
+    np.testing.assert_allclose(
+        np.asarray(f(y0, tau)), _exact(y0, tau), atol=2 * VAL_TOL
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -59,9 +66,15 @@ def test_vmap_over_y0_and_args(backend):
     over_both = jax.jit(jax.vmap(lambda y, a: _solve(backend, y, a).ys))(y0s, taus)
     assert over_y0.shape == over_tau.shape == over_both.shape == (3, len(TS), 2)
     # max|y| = 3: atol 3 * VAL_TOL.
-    np.testing.assert_allclose(np.asarray(over_y0), _exact(y0s, jnp.full(3, 0.7)), atol=3 * VAL_TOL)
-    np.testing.assert_allclose(np.asarray(over_tau), _exact(jnp.tile(y0, (3, 1)), taus), atol=3 * VAL_TOL)
-    np.testing.assert_allclose(np.asarray(over_both), _exact(y0s, taus), atol=3 * VAL_TOL)
+    np.testing.assert_allclose(
+        np.asarray(over_y0), _exact(y0s, jnp.full(3, 0.7)), atol=3 * VAL_TOL
+    )
+    np.testing.assert_allclose(
+        np.asarray(over_tau), _exact(jnp.tile(y0, (3, 1)), taus), atol=3 * VAL_TOL
+    )
+    np.testing.assert_allclose(
+        np.asarray(over_both), _exact(y0s, taus), atol=3 * VAL_TOL
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -77,7 +90,9 @@ def test_grad_through_vmap(backend):
     # d/dtau_i of y_i(T)^2 = (T/tau^2) * 2 y(T) * y0 exp(-T/tau).
     t = np.asarray(taus)
     yT = 1.3 * np.exp(-T / t)
-    np.testing.assert_allclose(np.asarray(g), (T / t**2) * 2 * yT * 1.3 * np.exp(-T / t), rtol=GRAD_TOL)
+    np.testing.assert_allclose(
+        np.asarray(g), (T / t**2) * 2 * yT * 1.3 * np.exp(-T / t), rtol=GRAD_TOL
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -94,8 +109,13 @@ def test_no_retrace_on_new_values(backend):
 
     def run(y0, tau):
         return ps.solve(
-            problem, y0, tau, saveat=jnp.asarray(TS), solver=default_solver(backend),
-            backend=backend, rtol=1e-6,
+            problem,
+            y0,
+            tau,
+            saveat=jnp.asarray(TS),
+            solver=default_solver(backend),
+            backend=backend,
+            rtol=1e-6,
         ).ys
 
     # Eager.
@@ -111,7 +131,10 @@ def test_no_retrace_on_new_values(backend):
     # output. (Value 2 exp(-T/0.9) at T; rtol=1e-6 -> 1e-4 is a loose, safe check.)
     np.testing.assert_allclose(float(out[-1, 0]), 2 * np.exp(-T / 0.9), rtol=1e-4)
 
-    for fn in (jax.jit(run), jax.jit(jax.grad(lambda y0, tau: run(y0, tau)[-1, 0], argnums=1))):
+    for fn in (
+        jax.jit(run),
+        jax.jit(jax.grad(lambda y0, tau: run(y0, tau)[-1, 0], argnums=1)),
+    ):
         fn(jnp.array([1.0]), jnp.asarray(0.7))
         after_first = traces[0]
         fn(jnp.array([1.5]), jnp.asarray(0.8))
@@ -136,23 +159,7 @@ def _is_host(backend):
     return isinstance(ps.get_backend(backend), AbstractHostBackend)
 
 
-_ROR = [
-    pytest.param(
-        b,
-        id=b,
-        marks=[]
-        if _is_host(b)
-        else pytest.mark.xfail(
-            strict=True,
-            raises=ValueError,
-            reason="pysciml bug: DiscreteAdjoint maps to diffrax.RecursiveCheckpointAdjoint, "
-            "whose backward pass is a dynamic while_loop; reverse-over-reverse fails with "
-            "'Reverse-mode differentiation does not work for lax.while_loop ... dynamic "
-            "start/stop'. diffrax.DirectAdjoint supports it.",
-        ),
-    )
-    for b in BACKENDS
-]
+_ROR = [pytest.param(b, id=b) for b in BACKENDS]
 
 
 @pytest.mark.parametrize("backend", _ROR)
@@ -162,10 +169,18 @@ def test_reverse_over_reverse(backend):
 
     def loss(x):
         sol = ps.solve(
-            ps.ODEProblem(_decay, 0.0, T), x[:1], x[1], saveat=jnp.array([T]),
-            solver=default_solver(backend), backend=backend,
-            sensitivity=ps.DiscreteAdjoint() if not _is_host(backend) else None,
-            rtol=1e-10, atol=1e-12, max_steps=256,
+            ps.ODEProblem(_decay, 0.0, T),
+            x[:1],
+            x[1],
+            saveat=jnp.array([T]),
+            solver=default_solver(backend),
+            backend=backend,
+            # DirectAdjoint: the checkpointed DiscreteAdjoint's backward loop has a
+            # dynamic trip count, which JAX cannot differentiate in reverse mode.
+            sensitivity=ps.DirectAdjoint() if not _is_host(backend) else None,
+            rtol=1e-10,
+            atol=1e-12,
+            max_steps=256,
         )
         return sol.ys[-1, 0] ** 2
 
@@ -181,10 +196,13 @@ def test_reverse_over_reverse(backend):
     # And against central differences of the (first-order) gradient: eps=1e-5 gives
     # truncation ~1e-10 and noise ~1e-10/1e-5 = 1e-5 relative at worst.
     grad = jax.grad(loss)
-    fd = np.stack([
-        (np.asarray(grad(x + 1e-5 * e)) - np.asarray(grad(x - 1e-5 * e))) / 2e-5
-        for e in jnp.eye(2)
-    ], axis=1)
+    fd = np.stack(
+        [
+            (np.asarray(grad(x + 1e-5 * e)) - np.asarray(grad(x - 1e-5 * e))) / 2e-5
+            for e in jnp.eye(2)
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(hess, fd, rtol=1e-4)
 
 
@@ -203,3 +221,15 @@ def test_forward_mode_fails_clearly(backend, transform):
             jax.jacfwd(f)(tau)
         else:
             jax.hessian(f)(tau)
+
+
+def test_reverse_over_reverse_with_checkpointed_adjoint_fails_clearly():
+    """The checkpointed DiscreteAdjoint is first-order only: JAX says why."""
+    problem = ps.ODEProblem(_decay, 0.0, T)
+
+    def loss(tau):
+        return ps.solve(problem, jnp.array([1.0]), tau, saveat=jnp.array([T]),
+                        sensitivity=ps.DiscreteAdjoint(), max_steps=64).ys[-1, 0] ** 2
+
+    with pytest.raises(ValueError, match="while_loop"):
+        jax.jacrev(jax.jacrev(loss))(0.7)

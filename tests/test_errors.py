@@ -80,12 +80,18 @@ def test_saveat_missing(backend):
 @pytest.mark.parametrize(
     "saveat,match",
     [
-        (jnp.array([[0.1, 0.5]]), r"must be a non-empty 1D array of times; got shape \(1, 2\)"),
+        (
+            jnp.array([[0.1, 0.5]]),
+            r"must be a non-empty 1D array of times; got shape \(1, 2\)",
+        ),
         (jnp.array([]), r"must be a non-empty 1D array of times; got shape \(0,\)"),
         (jnp.array(0.5), r"must be a non-empty 1D array"),
         (jnp.array([0.5, 0.2, 1.0]), r"must be strictly increasing.*saveat\[0\]=0\.5"),
         (jnp.array([0.2, 0.2, 1.0]), r"must be strictly increasing.*drop duplicates"),
-        (jnp.array([-0.1, 0.5]), r"must lie inside the problem's span \[t0, t1\] = \[0\.0, 1\.0\]"),
+        (
+            jnp.array([-0.1, 0.5]),
+            r"must lie inside the problem's span \[t0, t1\] = \[0\.0, 1\.0\]",
+        ),
         (jnp.array([0.5, 1.5]), r"must lie inside the problem's span"),
         (jnp.array([0.1, jnp.nan]), r"contains NaN or Inf"),
     ],
@@ -105,7 +111,10 @@ def test_saveat_traced(backend):
     assert np.all(np.isfinite(np.asarray(good)))
     cases = {
         "strictly increasing": [jnp.array([0.5, 0.2, 1.0]), jnp.array([0.2, 0.2, 1.0])],
-        "inside the problem's span": [jnp.array([-0.1, 0.5, 1.0]), jnp.array([0.1, 0.5, 1.5])],
+        "inside the problem's span": [
+            jnp.array([-0.1, 0.5, 1.0]),
+            jnp.array([0.1, 0.5, 1.5]),
+        ],
     }
     for match, bad in cases.items():
         for ts in bad:
@@ -126,15 +135,21 @@ def test_nonfinite_inputs_concrete(backend, bad):
     with pytest.raises(ValueError, match=r"`y0\['b'\]` contains NaN or Inf"):
         ps.solve(
             ps.ODEProblem(lambda t, y, a: {"a": -y["a"], "b": -y["b"]}, 0.0, 1.0),
-            {"a": jnp.array([1.0]), "b": jnp.array([bad])}, None, saveat=TS,
-            solver=default_solver(backend), backend=backend,
+            {"a": jnp.array([1.0]), "b": jnp.array([bad])},
+            None,
+            saveat=TS,
+            solver=default_solver(backend),
+            backend=backend,
         )
     with pytest.raises(ValueError, match=r"`args` contains NaN or Inf"):
         _solve(backend, args=jnp.asarray(bad))
     with pytest.raises(ValueError, match=r"`args\['tau'\]` contains NaN or Inf"):
         ps.solve(
-            ps.ODEProblem(lambda t, y, a: -y / a["tau"], 0.0, 1.0), Y0,
-            {"tau": jnp.asarray(bad)}, saveat=TS, solver=default_solver(backend),
+            ps.ODEProblem(lambda t, y, a: -y / a["tau"], 0.0, 1.0),
+            Y0,
+            {"tau": jnp.asarray(bad)},
+            saveat=TS,
+            solver=default_solver(backend),
             backend=backend,
         )
 
@@ -145,7 +160,9 @@ def test_nonfinite_inputs_traced(backend):
     returns NaN and RESULTS.nonfinite. Finite inputs through the same compiled
     function still succeed."""
     run = jax.jit(
-        lambda y0, tau, throw: _solve(backend, y0=y0, args=tau, throw=throw, max_steps=64),
+        lambda y0, tau, throw: _solve(
+            backend, y0=y0, args=tau, throw=throw, max_steps=64
+        ),
         static_argnums=2,
     )
     nan_y0 = jnp.array([1.0, jnp.nan])
@@ -159,27 +176,37 @@ def test_nonfinite_inputs_traced(backend):
     assert bool(sol.result == ps.RESULTS.successful)
     # y = y0 exp(-t/tau): at the default rtol=1e-6, within 1e-4 (C*rtol*max|y|, C=100).
     np.testing.assert_allclose(
-        np.asarray(sol.ys), np.asarray(Y0) * np.exp(-np.asarray(TS)[:, None] / 0.5), atol=1e-4
+        np.asarray(sol.ys),
+        np.asarray(Y0) * np.exp(-np.asarray(TS)[:, None] / 0.5),
+        atol=1e-4,
     )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_integer_y0(backend):
-    with pytest.raises(TypeError, match=r"`y0` has dtype int\d+; the state must be floating"):
+    with pytest.raises(
+        TypeError, match=r"`y0` has dtype int\d+; the state must be floating"
+    ):
         _solve(backend, y0=jnp.array([1, 2]))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vector_field_wrong_shape(backend):
-    problem = ps.ODEProblem(lambda t, y, tau: jnp.sum(-y / tau, keepdims=True), 0.0, 1.0)
-    with pytest.raises(ValueError, match=r"returned shape \(1,\) for `y0` of shape \(2,\)"):
+    problem = ps.ODEProblem(
+        lambda t, y, tau: jnp.sum(-y / tau, keepdims=True), 0.0, 1.0
+    )
+    with pytest.raises(
+        ValueError, match=r"returned shape \(1,\) for `y0` of shape \(2,\)"
+    ):
         _solve(backend, problem=problem)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vector_field_wrong_structure(backend):
     problem = ps.ODEProblem(lambda t, y, tau: (-y / tau, -y / tau), 0.0, 1.0)
-    with pytest.raises(ValueError, match=r"must return a pytree of the same structure as `y0`"):
+    with pytest.raises(
+        ValueError, match=r"must return a pytree of the same structure as `y0`"
+    ):
         _solve(backend, problem=problem)
 
 
@@ -188,7 +215,9 @@ def test_vector_field_raises_at_trace_time(backend):
     def bad(t, y, tau):
         raise KeyError("boom")
 
-    with pytest.raises(KeyError, match=r"boom.*raised while tracing `ODEProblem\(vector_field"):
+    with pytest.raises(
+        KeyError, match=r"boom.*raised while tracing `ODEProblem\(vector_field"
+    ):
         _solve(backend, problem=ps.ODEProblem(bad, 0.0, 1.0))
 
 
@@ -197,11 +226,21 @@ def test_vector_field_raises_at_trace_time(backend):
 
 
 _ALL_SOLVERS = [
-    ps.Tsit5, ps.Dopri5, ps.Dopri8, ps.Kvaerno5, ps.Rodas5P, ps.RadauIIA5, ps.FBDF,
-    ps.QNDF, ps.LSODA,
+    ps.Tsit5,
+    ps.Dopri5,
+    ps.Dopri8,
+    ps.Kvaerno5,
+    ps.Rodas5P,
+    ps.RadauIIA5,
+    ps.FBDF,
+    ps.QNDF,
+    ps.LSODA,
 ]
 _ALL_SENSITIVITIES = [
-    ps.DiscreteAdjoint, ps.BacksolveAdjoint, ps.InterpolatingAdjoint, ps.GaussAdjoint,
+    ps.DiscreteAdjoint,
+    ps.BacksolveAdjoint,
+    ps.InterpolatingAdjoint,
+    ps.GaussAdjoint,
     ps.QuadratureAdjoint,
 ]
 
@@ -214,12 +253,18 @@ def test_unsupported_solver(backend):
     if backend == "diffrax":
         assert ps.Rodas5P in unsupported
     for cls in unsupported:
-        with pytest.raises(ValueError, match=rf"{cls.__name__}\(\)\)` is not supported by the '{backend}' backend") as e:
+        with pytest.raises(
+            ValueError,
+            match=rf"{cls.__name__}\(\)\)` is not supported by the '{backend}' backend",
+        ) as e:
             _solve(backend, solver=cls())
         # ... and the message lists every supported solver.
         for ok in supported:
             assert f"ps.{ok.__name__}()" in str(e.value)
-    with pytest.raises(TypeError, match=r"`solve\(solver=\.\.\.\)` must be an instance of `ps\.AbstractSolver`"):
+    with pytest.raises(
+        TypeError,
+        match=r"`solve\(solver=\.\.\.\)` must be an instance of `ps\.AbstractSolver`",
+    ):
         _solve(backend, solver="Tsit5")
 
 
@@ -231,11 +276,16 @@ def test_unsupported_sensitivity(backend):
     if backend == "diffrax":
         assert ps.GaussAdjoint in unsupported
     for cls in unsupported:
-        with pytest.raises(ValueError, match=rf"sensitivity={cls.__name__}\(\)\)` is not supported by the '{backend}' backend") as e:
+        with pytest.raises(
+            ValueError,
+            match=rf"sensitivity={cls.__name__}\(\)\)` is not supported by the '{backend}' backend",
+        ) as e:
             _solve(backend, sensitivity=cls())
         for ok in supported:
             assert f"ps.{ok.__name__}()" in str(e.value)
-    with pytest.raises(TypeError, match=r"must be an instance of `ps\.AbstractSensitivity`"):
+    with pytest.raises(
+        TypeError, match=r"must be an instance of `ps\.AbstractSensitivity`"
+    ):
         _solve(backend, sensitivity="adjoint")
 
 
@@ -243,19 +293,33 @@ def test_unsupported_sensitivity(backend):
 @pytest.mark.parametrize(
     "name,value",
     [
-        ("rtol", 0.0), ("rtol", -1e-6), ("rtol", np.nan), ("rtol", np.inf), ("rtol", "1e-6"),
-        ("rtol", True), ("atol", 0.0), ("atol", -1.0), ("atol", None),
-        ("max_steps", 0), ("max_steps", -5), ("max_steps", 10.5), ("max_steps", 100.0),
+        ("rtol", 0.0),
+        ("rtol", -1e-6),
+        ("rtol", np.nan),
+        ("rtol", np.inf),
+        ("rtol", "1e-6"),
+        ("rtol", True),
+        ("atol", 0.0),
+        ("atol", -1.0),
+        ("atol", None),
+        ("max_steps", 0),
+        ("max_steps", -5),
+        ("max_steps", 10.5),
+        ("max_steps", 100.0),
     ],
 )
 def test_bad_tolerances_and_max_steps(backend, name, value):
-    with pytest.raises(ValueError, match=rf"`solve\({name}=\.\.\.\)` must be a positive finite Python"):
+    with pytest.raises(
+        ValueError, match=rf"`solve\({name}=\.\.\.\)` must be a positive finite Python"
+    ):
         _solve(backend, **{name: value})
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_throw(backend):
-    with pytest.raises(TypeError, match=r"`solve\(throw=\.\.\.\)` must be True or False"):
+    with pytest.raises(
+        TypeError, match=r"`solve\(throw=\.\.\.\)` must be True or False"
+    ):
         _solve(backend, throw=1)
 
 
@@ -271,9 +335,14 @@ def reset_default_backend():
 
 
 def test_unknown_backend_name():
-    with pytest.raises(ValueError, match=r"unknown backend 'nope'\. Known backends: 'diffrax', 'scipy', 'julia'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown backend 'nope'\. Known backends: 'diffrax', 'scipy', 'julia'",
+    ):
         ps.solve(PROBLEM, Y0, TAU, saveat=TS, backend="nope")
-    with pytest.raises(TypeError, match=r"`solve\(backend=\.\.\.\)` takes a backend name"):
+    with pytest.raises(
+        TypeError, match=r"`solve\(backend=\.\.\.\)` takes a backend name"
+    ):
         ps.solve(PROBLEM, Y0, TAU, saveat=TS, backend=3)
 
 
@@ -286,15 +355,22 @@ def test_set_default_backend(backend, reset_default_backend, monkeypatch):
     # backend=None now solves on it (solver chosen from that backend's table).
     sol = ps.solve(PROBLEM, Y0, TAU, saveat=TS, solver=default_solver(backend))
     np.testing.assert_allclose(
-        np.asarray(sol.ys), np.asarray(Y0) * np.exp(-np.asarray(TS)[:, None] / 0.5), atol=1e-4
+        np.asarray(sol.ys),
+        np.asarray(Y0) * np.exp(-np.asarray(TS)[:, None] / 0.5),
+        atol=1e-4,
     )  # default rtol=1e-6: C*rtol*max|y| = 100*1e-6*2 = 2e-4 > 1e-4 observed ~1e-6.
     # A backend object is accepted too.
     obj = ps.get_backend(backend)
     ps.set_default_backend(obj)
     assert ps.get_backend() is obj
-    with pytest.raises(ValueError, match=r"set_default_backend\(backend=\.\.\.\)`: unknown backend 'nope'"):
+    with pytest.raises(
+        ValueError,
+        match=r"set_default_backend\(backend=\.\.\.\)`: unknown backend 'nope'",
+    ):
         ps.set_default_backend("nope")
-    with pytest.raises(TypeError, match=r"takes a backend name or a backend object; got int"):
+    with pytest.raises(
+        TypeError, match=r"takes a backend name or a backend object; got int"
+    ):
         ps.set_default_backend(1)
 
 
@@ -309,7 +385,9 @@ def test_env_var(backend, reset_default_backend, monkeypatch):
     ps.set_default_backend(None)
     assert ps.get_backend().name == backend
     monkeypatch.setenv(ENV_VAR, "nope")
-    with pytest.raises(ValueError, match=rf"the environment variable {ENV_VAR}: unknown backend 'nope'"):
+    with pytest.raises(
+        ValueError, match=rf"the environment variable {ENV_VAR}: unknown backend 'nope'"
+    ):
         ps.get_backend()
     monkeypatch.setenv(ENV_VAR, "")  # empty: the fallback
     assert ps.get_backend().name == "diffrax"
@@ -328,7 +406,12 @@ def test_max_steps_on_stiff_problem(backend):
     """An explicit solver on a stiff problem (|lambda| = 1000 over [0, 10] needs ~4000
     stable steps) with max_steps=50."""
     problem = ps.ODEProblem(_stiff, 0.0, 10.0)
-    kw = dict(saveat=jnp.array([5.0, 10.0]), solver=explicit_solver(backend), backend=backend, max_steps=50)
+    kw = dict(
+        saveat=jnp.array([5.0, 10.0]),
+        solver=explicit_solver(backend),
+        backend=backend,
+        max_steps=50,
+    )
     with pytest.raises(RUNTIME_ERRORS, match=r"max_steps"):
         jax.block_until_ready(ps.solve(problem, jnp.array([0.0]), None, **kw).ys)
     sol = ps.solve(problem, jnp.array([0.0]), None, throw=False, **kw)
@@ -336,18 +419,27 @@ def test_max_steps_on_stiff_problem(backend):
     assert np.all(np.isnan(np.asarray(sol.ys)))
     # Also under jit, throw=True.
     with pytest.raises(RUNTIME_ERRORS, match=r"max_steps"):
-        jax.block_until_ready(jax.jit(lambda y0: ps.solve(problem, y0, None, **kw).ys)(jnp.array([0.0])))
+        jax.block_until_ready(
+            jax.jit(lambda y0: ps.solve(problem, y0, None, **kw).ys)(jnp.array([0.0]))
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_inside_vector_field(backend):
     """sqrt(p - t) is NaN once t > p = 1: finite inputs, a NaN mid-solve."""
     problem = ps.ODEProblem(lambda t, y, p: jnp.sqrt(p - t) * y, 0.0, 2.0)
-    kw = dict(saveat=jnp.array([0.5, 2.0]), solver=default_solver(backend), backend=backend, max_steps=256)
+    kw = dict(
+        saveat=jnp.array([0.5, 2.0]),
+        solver=default_solver(backend),
+        backend=backend,
+        max_steps=256,
+    )
     sol = ps.solve(problem, jnp.array([1.0]), jnp.asarray(1.0), throw=False, **kw)
     # Diffrax rejects every step with a NaN error estimate until max_steps runs out
     # (result max_steps_reached); host backends see the NaN and report nonfinite.
     assert not bool(sol.result == ps.RESULTS.successful)
     assert np.all(np.isnan(np.asarray(sol.ys)))
     with pytest.raises(RUNTIME_ERRORS, match=r"max_steps|non-finite|step size"):
-        jax.block_until_ready(ps.solve(problem, jnp.array([1.0]), jnp.asarray(1.0), **kw).ys)
+        jax.block_until_ready(
+            ps.solve(problem, jnp.array([1.0]), jnp.asarray(1.0), **kw).ys
+        )

@@ -6,7 +6,12 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from .._sensitivity import AbstractSensitivity, BacksolveAdjoint, DiscreteAdjoint
+from .._sensitivity import (
+    AbstractSensitivity,
+    BacksolveAdjoint,
+    DirectAdjoint,
+    DiscreteAdjoint,
+)
 from .._solution import RESULTS
 from .._solver import AbstractSolver, Dopri5, Dopri8, Kvaerno5, Tsit5
 from .base import AbstractBackend, FlatProblem, SolveOptions
@@ -22,6 +27,8 @@ _SOLVERS = {
 def _adjoint(sensitivity: AbstractSensitivity) -> diffrax.AbstractAdjoint:
     if isinstance(sensitivity, DiscreteAdjoint):
         return diffrax.RecursiveCheckpointAdjoint(checkpoints=sensitivity.checkpoints)
+    if isinstance(sensitivity, DirectAdjoint):
+        return diffrax.DirectAdjoint()
     if isinstance(sensitivity, BacksolveAdjoint):
         return diffrax.BacksolveAdjoint()
     raise AssertionError(sensitivity)  # `solve` checked support against the table.
@@ -60,6 +67,7 @@ class DiffraxBackend(AbstractBackend):
     | `Dopri8`          | `diffrax.Dopri8`                          |
     | `Kvaerno5`        | `diffrax.Kvaerno5`                        |
     | `DiscreteAdjoint` | `diffrax.RecursiveCheckpointAdjoint` (default) |
+    | `DirectAdjoint`   | `diffrax.DirectAdjoint`                   |
     | `BacksolveAdjoint`| `diffrax.BacksolveAdjoint`                |
     """
 
@@ -69,6 +77,7 @@ class DiffraxBackend(AbstractBackend):
     }
     sensitivities: ClassVar[dict[type[AbstractSensitivity], str]] = {
         DiscreteAdjoint: "diffrax.RecursiveCheckpointAdjoint",
+        DirectAdjoint: "diffrax.DirectAdjoint",
         BacksolveAdjoint: "diffrax.BacksolveAdjoint",
     }
     default_solver: ClassVar[AbstractSolver] = Tsit5()

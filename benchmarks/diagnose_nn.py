@@ -1,0 +1,166 @@
+"""Where the neural ODE overhead of `overhead.py` comes from: the train step of
+`overhead.py --part nn`, in variants that each add or remove one thing that pysciml
+does. A diagnostic, not a benchmark with a goal.
+
+    .venv/bin/python benchmarks/diagnose_nn.py [--quick]
+
+Variants (all float32, identical numbers; ratios against raw Diffrax, timed
+alternately with it):
+
+- raw diffrax: the anchor of `overhead.py`.
+- raw, params flat, unflattened in the field: the MLP's parameters flattened to one
+  vector (pysciml's `FlatSpec`) and unflattened at every vector-field evaluation,
+  as `FlatVectorField` does.
+- raw, params flat, unflattened once: the same vector, unflattened once before
+  `diffeqsolve`, which then sees the parameter pytree.
+- raw in a custom_vjp: raw Diffrax (pytree params) inside a `jax.custom_vjp` whose
+  forward saves Diffrax's VJP closure, as `solve`'s `_solve_flat` does.
+- pysciml: `ps.solve(backend="diffrax")`.
+- pysciml, field unflattens once (prototype): `ps.solve` with a Diffrax backend
+  subclass, defined here, whose `_solve` unflattens `p` once outside `diffeqsolve`.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", False)
+
+import diffrax  # noqa: E402
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from _common import compare  # noqa: E402
+from overhead import check_same_step, nn_setup  # noqa: E402
+
+from pysciml._backend.diffrax import (  # noqa: E402
+    _SOLVERS,
+    DiffraxBackend,
+    _adjoint,
+    _code,
+)
+from pysciml._flatten import spec_of, split_args  # noqa: E402
+
+
+class UnflattenOnceBackend(DiffraxBackend):
+    """Prototype: the flat `p` is unflattened once, outside `diffeqsolve`, and the
+    vector field inside the loop takes the pytree of parameters."""
+
+    def _solve(self, problem, options, ts, y0, p):
+        vf = problem.vector_field
+        args = eqx.combine(vf.p_spec.unflatten(p), vf.args_static.tree)
+
+        def term(t, y, args):
+            dy = vf.vector_field(t, vf.y_spec.unflatten(y), args)
+            return vf.y_spec.flatten(dy, dtype=y.dtype)
+
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(term),
+            _SOLVERS[type(options.solver)](),
+            problem.t0,
+            problem.t1,
+            None,
+            y0,
+            args,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(
+                rtol=options.rtol, atol=options.atol
+            ),
+            adjoint=_adjoint(options.sensitivity),
+            max_steps=options.max_steps,
+            throw=False,
+        )
+        stats = {
+            "num_steps": jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
+            "num_rejected_steps": jnp.asarray(
+                sol.stats["num_rejected_steps"], jnp.int32
+            ),
+            "num_fevals": jnp.asarray(-1, jnp.int32),
+        }
+        return sol.ys, (_code(sol.result), stats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    args = parser.parse_args()
+    rounds = 7 if args.quick else 31
+
+    s = nn_setup()
+    dynamic, static = split_args(s.mlp)
+    p_spec = spec_of(dynamic)
+
+    def flat_params(model):
+        return p_spec.flatten(eqx.filter(model, eqx.is_inexact_array))
+
+    def rebuild(p):
+        return eqx.combine(p_spec.unflatten(p), static.tree)
+
+    def flat_inside(model, y0):
+        return s.raw_solve(
+            lambda t, y, p: rebuild(p)(y), y0, flat_params(model)
+        ).ys
+
+    def flat_once(model, y0):
+        return s.raw_solve(s.field, y0, rebuild(flat_params(model))).ys
+
+    def _solve_params(params, y0):
+        return s.raw_solve(s.field, y0, eqx.combine(params, static.tree)).ys
+
+    _cv = jax.custom_vjp(_solve_params)
+
+    def _cv_fwd(params, y0):
+        return jax.vjp(_solve_params, params, y0)
+
+    def _cv_bwd(vjp_fn, ct):
+        return vjp_fn(ct)
+
+    _cv.defvjp(_cv_fwd, _cv_bwd)
+
+    def custom_vjp(model, y0):
+        return _cv(eqx.filter(model, eqx.is_inexact_array), y0)
+
+    proto = UnflattenOnceBackend()
+    variants = {
+        "raw diffrax": s.raw_one,
+        "raw, params flat, unflattened in the field": flat_inside,
+        "raw, params flat, unflattened once": flat_once,
+        "raw in a custom_vjp (like solve)": custom_vjp,
+        "pysciml": s.ps_one,
+        "pysciml, field unflattens once (prototype)": lambda m, y0: s.ps_one(
+            m, y0, backend=proto
+        ),
+    }
+    steps = {name: s.make_step(one) for name, one in variants.items()}
+    fargs = (s.mlp, s.opt_state, s.y0s, s.targets)
+    ref = steps["raw diffrax"](*fargs)
+    for step in steps.values():
+        check_same_step(ref, step(*fargs))
+
+    t = compare(
+        {
+            name: (lambda step=step: jax.block_until_ready(step(*fargs)))
+            for name, step in steps.items()
+        },
+        rounds=rounds,
+        target_s=0.0,
+    )
+    base = t["raw diffrax"]["median"]
+    print(
+        f"\nNeural ODE train step ({s.steps} solver steps for y0s[0]), variants; median "
+        f"of {rounds} interleaved rounds.\n"
+    )
+    print("| variant | ms | ratio to raw | paired ratio |")
+    print("|---|---:|---:|---:|")
+    for name, v in t.items():
+        print(
+            f"| {name} | {1e3 * v['median']:.2f} | {v['median'] / base:.3f} | "
+            f"{v['paired_ratio']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -100,9 +100,7 @@ def main() -> None:
         return eqx.combine(p_spec.unflatten(p), static.tree)
 
     def flat_inside(model, y0):
-        return s.raw_solve(
-            lambda t, y, p: rebuild(p)(y), y0, flat_params(model)
-        ).ys
+        return s.raw_solve(lambda t, y, p: rebuild(p)(y), y0, flat_params(model)).ys
 
     def flat_once(model, y0):
         return s.raw_solve(s.field, y0, rebuild(flat_params(model))).ys

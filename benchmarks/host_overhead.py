@@ -23,6 +23,7 @@ same process, alternately with it (see `_common.py`):
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -40,7 +41,7 @@ from _common import compare, met  # noqa: E402
 import pysciml as ps  # noqa: E402
 from pysciml._backend import scipy as ps_scipy  # noqa: E402
 from pysciml._backend.base import FlatProblem, SolveOptions  # noqa: E402
-from pysciml._backend.host import host_callbacks  # noqa: E402
+from pysciml._backend.host import NonFiniteError, host_callbacks  # noqa: E402
 from pysciml._flatten import FlatVectorField, spec_of, split_args  # noqa: E402
 
 FORWARD_GOAL = 1.5
@@ -91,6 +92,23 @@ def flat_field():
     return FlatVectorField(lotka_volterra, spec_of(y0), spec_of(dynamic), static)
 
 
+def lean_f(field, p):
+    """Prototype of a cheaper `callbacks.f`, for this benchmark only: `p` put on the
+    device once per solve (it is constant during a solve) instead of converted at
+    every call, and a finiteness check on the sum instead of `np.all(np.isfinite)`.
+    Same numbers, same errors."""
+    fn = jax.jit(lambda t, y, p: field(t, y, p))
+    p_dev = jax.device_put(p)
+
+    def f(t, y, _p):
+        out = np.array(fn(t, y, p_dev))
+        if not math.isfinite(out.sum()):
+            raise NonFiniteError("the vector field")
+        return out
+
+    return f
+
+
 def counted(fn, box, key):
     def call(*args):
         box[key] = box.get(key, 0) + 1
@@ -139,9 +157,11 @@ def bench_forward_and_gradient(nsave: int, rounds: int) -> dict:
         np.testing.assert_allclose(np.asarray(g(p, y0, ts)), g_ref, rtol=1e-4)
 
     sol = jax.jit(
-        lambda y0, p, ts: ps.solve(
-            PROBLEM, y0, p, saveat=ts, backend="scipy", rtol=RTOL, atol=ATOL
-        ).stats
+        lambda y0, p, ts: (
+            ps.solve(
+                PROBLEM, y0, p, saveat=ts, backend="scipy", rtol=RTOL, atol=ATOL
+            ).stats
+        )
     )(y0, p, ts)
 
     # Forward: pysciml (jitted, and eager) against solve_ivp.
@@ -182,12 +202,25 @@ def bench_callback(rounds: int) -> dict:
     with jax.enable_x64(True):  # as on the host thread
         cb = host_callbacks(field, 2, 4)
         raw_jit = jax.jit(lambda t, y, p: field(t, y, p))
-        np.testing.assert_allclose(cb.f(t, y, P), rhs(t, y), rtol=1e-14)
+        p_dev = jax.device_put(P)
+        out_np = cb.f(t, y, P)
+        lean = lean_f(field, P)
+        np.testing.assert_allclose(out_np, rhs(t, y), rtol=1e-14)
+        np.testing.assert_allclose(lean(t, y, P), out_np, rtol=1e-14)
         out = compare(
             {
                 "numpy rhs": lambda: rhs(t, y),
                 "callbacks.f": lambda: cb.f(t, y, P),
                 "jax.jit(field) only": lambda: raw_jit(t, y, P),
+                "jax.jit(field) only, p already on device": lambda: raw_jit(
+                    t, y, p_dev
+                ),
+                "np.array(out) (the copy in callbacks.f)": lambda: np.array(out_np),
+                "np.all(np.isfinite(out)) (the check in callbacks.f)": lambda: np.all(
+                    np.isfinite(out_np)
+                ),
+                "math.isfinite(out.sum())": lambda: math.isfinite(out_np.sum()),
+                "lean f (prototype, see lean_f)": lambda: lean(t, y, P),
                 "callbacks.vjp": lambda: cb.vjp(t, y, P, lam),
                 "callbacks.f_vjp": lambda: cb.f_vjp(t, y, P, lam),
             },
@@ -218,9 +251,16 @@ def bench_layers(rounds: int, nsave: int = 100) -> dict:
         cb = host_callbacks(field, 2, 4)
 
         def host_forward():
+            return backend.host_forward(cb, problem, Y0, P, ts_np, options, keep=False)
+
+        cb_lean = cb._replace(f=lean_f(field, P))
+
+        def host_forward_lean():
             return backend.host_forward(
-                cb, problem, Y0, P, ts_np, options, keep=False
+                cb_lean, problem, Y0, P, ts_np, options, keep=False
             )
+
+        np.testing.assert_allclose(host_forward_lean()[0], host_forward()[0])
 
         def own_loop_numpy():
             return ps_scipy._forward(
@@ -266,6 +306,7 @@ def bench_layers(rounds: int, nsave: int = 100) -> dict:
                 ),
                 "pysciml's stepping loop, numpy rhs": own_loop_numpy,
                 "host_forward, JAX callbacks (main thread)": host_forward,
+                "host_forward, lean f (prototype, see lean_f)": host_forward_lean,
                 "full jitted ps.solve": lambda: jax.block_until_ready(fwd(y0, p, ts)),
             },
             rounds=rounds,
@@ -276,10 +317,68 @@ def bench_layers(rounds: int, nsave: int = 100) -> dict:
 # --------------------------------------------------------------------------------------
 
 
+def profile(calls: int = 20) -> None:
+    """cProfile of the host work (on pysciml's host thread, where the solver runs) of
+    the jitted forward and gradients, and of an eager forward (main thread)."""
+    import cProfile
+    import io
+    import pstats
+
+    from pysciml._backend.host import HostThread
+
+    ts = jnp.linspace(T0, T1, 100)
+    y0, p = jnp.asarray(Y0), jnp.asarray(P)
+
+    def show(title, prof, sort, lines):
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats(sort).print_stats(lines)
+        text = "\n".join(x for x in out.getvalue().splitlines() if x.strip())
+        print(f"\n### {title} ({calls} calls, sorted by {sort})\n\n```\n{text}\n```")
+
+    cases = {
+        "jitted forward, host thread": jax.jit(ps_ys),
+        "jitted grad, InterpolatingAdjoint, host thread": jax.jit(
+            jax.grad(
+                lambda p, y0, ts: jnp.sum(
+                    ps_ys(y0, p, ts, ps.InterpolatingAdjoint()) ** 2
+                )
+            )
+        ),
+        "jitted grad, BacksolveAdjoint, host thread": jax.jit(
+            jax.grad(
+                lambda p, y0, ts: jnp.sum(ps_ys(y0, p, ts, ps.BacksolveAdjoint()) ** 2)
+            )
+        ),
+    }
+    for title, fn in cases.items():
+        args = (y0, p, ts) if "forward" in title else (p, y0, ts)
+        jax.block_until_ready(fn(*args))
+        prof = cProfile.Profile()
+        HostThread.run(prof.enable)  # cProfile profiles the thread that enables it
+        for _ in range(calls):
+            jax.block_until_ready(fn(*args))
+        HostThread.run(prof.disable)
+        show(title, prof, "tottime", 12)
+
+    jax.block_until_ready(ps_ys(y0, p, ts))
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        jax.block_until_ready(ps_ys(y0, p, ts))
+    prof.disable()
+    show("eager forward (no jit), main thread", prof, "tottime", 15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument(
+        "--profile", action="store_true", help="print cProfile tables and exit"
+    )
     args = parser.parse_args()
+    if args.profile:
+        profile()
+        return
     rounds = 7 if args.quick else 41
 
     results = [bench_forward_and_gradient(n, rounds) for n in (100, 20)]
@@ -290,7 +389,9 @@ def main() -> None:
         f"\nHost path (backend='scipy'), Lotka-Volterra on [0, 15], rtol = atol = 1e-8,"
         f" float64; median of {rounds} interleaved rounds.\n"
     )
-    print("| figure | saves | anchor (ms) | pysciml (ms) | ratio | paired ratio | goal | met |")
+    print(
+        "| figure | saves | anchor (ms) | pysciml (ms) | ratio | paired ratio | goal | met |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|:---:|")
     for r in results:
         f, g = r["fwd"], r["grad"]

@@ -105,11 +105,18 @@ def part_lv(rounds: int) -> list[dict]:
     rows = []
     for case, raw, mine, fargs in [
         ("Lotka-Volterra forward (f64, 100 saves, 1e-8)", raw_fwd, ps_fwd, (y0, p, ts)),
-        ("Lotka-Volterra grad wrt p (f64, 100 saves, 1e-8)", raw_grad, ps_grad, (p, y0, ts)),
+        (
+            "Lotka-Volterra grad wrt p (f64, 100 saves, 1e-8)",
+            raw_grad,
+            ps_grad,
+            (p, y0, ts),
+        ),
     ]:
         t = compare(
             {
-                "anchor": lambda raw=raw, fargs=fargs: jax.block_until_ready(raw(*fargs)),
+                "anchor": lambda raw=raw, fargs=fargs: jax.block_until_ready(
+                    raw(*fargs)
+                ),
                 "pysciml": lambda mine=mine, fargs=fargs: jax.block_until_ready(
                     mine(*fargs)
                 ),
@@ -231,7 +238,9 @@ def check_same_step(ra, rb):
     for leaf in jax.tree.leaves(eqx.filter((ra, rb), eqx.is_inexact_array)):
         assert leaf.dtype == jnp.float32, leaf.dtype
     np.testing.assert_allclose(float(rb[2]), float(ra[2]), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(rb[3]), np.asarray(ra[3]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(rb[3]), np.asarray(ra[3]), rtol=1e-4, atol=1e-5
+    )
     for la, lb in zip(
         jax.tree.leaves(eqx.filter(ra[0], eqx.is_inexact_array)),
         jax.tree.leaves(eqx.filter(rb[0], eqx.is_inexact_array)),
@@ -288,9 +297,9 @@ def _prefit(mlp, A, steps):
     @eqx.filter_jit
     def fit(model, state, key):
         y = jax.random.uniform(key, (256, 2), A.dtype, -2.5, 2.5)
-        grads = eqx.filter_grad(
-            lambda m: jnp.mean((jax.vmap(m)(y) - y @ A.T) ** 2)
-        )(model)
+        grads = eqx.filter_grad(lambda m: jnp.mean((jax.vmap(m)(y) - y @ A.T) ** 2))(
+            model
+        )
         updates, state = optim.update(
             grads, state, eqx.filter(model, eqx.is_inexact_array)
         )

@@ -188,6 +188,10 @@ def _solve_flat_bwd(static: _Static, saved, cotangents):
 
 _solve_flat.defvjp(_solve_flat_fwd, _solve_flat_bwd)
 
+# Outside any jit (eager use), each call would otherwise re-trace the backend, and
+# re-compile its `pure_callback` (~8 ms on host backends). Inside a jit it is inlined.
+_solve_flat_jit = jax.jit(_solve_flat, static_argnums=0)
+
 
 def solve(
     problem: ODEProblem,
@@ -282,7 +286,9 @@ def solve(
     )
     y0_flat = y_spec.flatten(y0)
     p_flat = p_spec.flatten(dynamic_args, dtype=p_spec.dtype if p_spec.dtypes else dtype)
-    ys, code, stats = _solve_flat(_Static(backend, flat, options), y0_flat, p_flat, ts)
+    ys, code, stats = _solve_flat_jit(
+        _Static(backend, flat, options), y0_flat, p_flat, ts
+    )
 
     if finite:
         # Traced inputs: NaN or Inf is only known at run time.

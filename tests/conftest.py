@@ -3,7 +3,6 @@ import os
 import jax
 import pytest
 
-
 # Tests compare against float64 references (analytic, scipy, finite differences), so
 # they run with x64 on; float32 behaviour is tested explicitly. pysciml itself never
 # changes this setting.

@@ -12,13 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import RUNTIME_ERRORS
 
 import pysciml as ps
 from pysciml._backend import scipy as scipy_backend
 from pysciml._backend.host import HostThread
-
-from helpers import RUNTIME_ERRORS
-
 
 TIGHT = dict(rtol=1e-10, atol=1e-10, max_steps=200_000)
 

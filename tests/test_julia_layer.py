@@ -23,7 +23,6 @@ from pysciml._backend.host import (
 )
 from pysciml._flatten import FlatVectorField, spec_of, split_args
 
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -187,5 +186,5 @@ def test_julia_tables_are_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     for tag, name in julia_backend._ALGS.items():
         assert f"`{tag.__name__}`" in readme and name in readme
-    for tag, name in julia_backend._SENSEALGS.items():
+    for tag in julia_backend._SENSEALGS:
         assert f"`{tag.__name__}`" in readme

@@ -6,9 +6,9 @@ These run without Julia: the sources are parsed with tree-sitter-julia.
 import json
 import pathlib
 import re
-import tomllib
 
 import pytest
+import tomllib
 
 tree_sitter = pytest.importorskip("tree_sitter")
 tree_sitter_julia = pytest.importorskip("tree_sitter_julia")

@@ -13,7 +13,6 @@ from numpyro.infer.autoguide import AutoNormal
 
 import pysciml as ps
 
-
 TRUE = {"alpha": 1.5, "gamma": 3.0}
 TS = jnp.linspace(0.5, 5.0, 10)
 Y0 = jnp.array([1.0, 1.0])

@@ -81,4 +81,7 @@ from ._solver import (
     Tsit5 as Tsit5,
 )
 
+from . import nn as nn
+
+
 __version__ = "0.1.0"

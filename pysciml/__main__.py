@@ -8,7 +8,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pysciml")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="Lotka-Volterra calibration on every installed backend"
+        "demo",
+        help="Lotka-Volterra calibration, then the cross-validation report, on every "
+        "installed backend",
     )
     demo.add_argument("--steps", type=int, default=300)
     demo.add_argument("--backends", default=None, help="comma-separated; default: all")
@@ -19,18 +21,31 @@ def main(argv=None) -> int:
         help="start Julia, install and precompile its packages, and solve once",
     )
     sub.add_parser("backends", help="list the backends and whether each is available")
+    cv = sub.add_parser(
+        "crossval", help="values, gradients and timings of every backend, side by side"
+    )
+    cv.add_argument("--rtol", type=float, default=1e-8)
+    cv.add_argument("--backends", default=None, help="comma-separated; default: all")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from ._demo import run_demo
+        from ._demo import run_crossval, run_demo
 
         backends = None if args.backends is None else args.backends.split(",")
-        return run_demo(steps=args.steps, backends=backends)
+        return run_demo(steps=args.steps, backends=backends) or run_crossval(backends)
     if args.command == "backends":
         from ._demo import available_backends
 
         for name, (ok, why) in available_backends().items():
             print(f"{name:8s} {'available' if ok else 'unavailable'}: {why}")
+        return 0
+    if args.command == "crossval":
+        from ._crossval import crossval, print_report
+        from ._demo import available_backends
+
+        names = (args.backends.split(",") if args.backends else
+                 [n for n, (ok, _) in available_backends().items() if ok])
+        print_report(crossval(names, rtol=args.rtol), args.rtol)
         return 0
     if args.command == "julia":
         from ._demo import julia_warmup

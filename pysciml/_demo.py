@@ -75,6 +75,15 @@ def run_demo(steps: int = 300, backends=None) -> int:
     return 0
 
 
+def run_crossval(backends=None) -> int:
+    from ._crossval import crossval, print_report
+
+    names = backends or [n for n, (ok, _) in available_backends().items() if ok]
+    print()
+    print_report(crossval(names), rtol=1e-8)
+    return 0
+
+
 def julia_warmup() -> int:
     from ._julia import JuliaNotAvailableError
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from helpers import BACKENDS
 
-
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
 

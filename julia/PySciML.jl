@@ -20,20 +20,25 @@ import OrdinaryDiffEqSDIRK
 import SciMLBase
 import SciMLSensitivity
 import ADTypes
+import SparseArrays
 using PythonCall: Py, PyArray, pyimport, pyconvert
 
 include("pycallbacks.jl")
 include("solvers.jl")
 
 """
-    forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters)
+    forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters,
+            jac_rows = Int[], jac_cols = Int[])
 
 Solve du/dt = f(u, p, t) on (t0, t1) and return
 `(ys, code, nf, naccept, nreject)` where `ys[i, :]` is the state at `ts[i]`
 (a `length(ts) x length(u0)` matrix, all NaN unless `code == 0`) and `nf` is the
-number of calls made to the Python `f`.
+number of calls made to the Python `f`.  `jac_rows`, `jac_cols` (1-based) give the
+Jacobian's sparsity pattern, if any: implicit solvers then get it as `jac_prototype`
+(see `make_odefunction`).
 """
-function forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters)
+function forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters,
+        jac_rows = Int[], jac_cols = Int[])
     st = CallState()
     LAST_ERROR[] = ""
     ys = fill(NaN, 0, 0)
@@ -46,7 +51,9 @@ function forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters)
         t1f = as_f64(t1)
         check_times(tsv, t0f, t1f)
         isempty(tsv) && return (ys, 0, 0, 0, 0)
-        prob = SciMLBase.ODEProblem(make_odefunction(f, vjp_u, vjp_p, st), u0v, (t0f, t1f), pv)
+        proto = jac_prototype(alg, jac_rows, jac_cols, length(u0v))
+        prob = SciMLBase.ODEProblem(make_odefunction(f, vjp_u, vjp_p, st, proto), u0v,
+            (t0f, t1f), pv)
         sol = OrdinaryDiffEq.solve(prob, make_solver(alg); saveat = tsv,
             save_everystep = false, reltol = as_f64(rtol), abstol = as_f64(atol),
             maxiters = Int(maxiters))
@@ -71,13 +78,17 @@ function forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters)
 end
 
 """
-    vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, maxiters)
+    vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, maxiters,
+        jac_rows = Int[], jac_cols = Int[])
 
 Adjoint of `forward`: given the cotangent `ys_bar` (`length(ts) x length(u0)`) of
 `ys`, return `(du0, dp, code)` with the gradients of `sum(ys_bar .* ys)` with
-respect to `u0` and `p` (positive sign; NaN unless `code == 0`).
+respect to `u0` and `p` (positive sign; NaN unless `code == 0`).  `jac_rows`,
+`jac_cols` as for `forward` (used by the forward re-solve only; the adjoint of an
+implicit solve is integrated with Tsit5).
 """
-function vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, maxiters)
+function vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, maxiters,
+        jac_rows = Int[], jac_cols = Int[])
     st = CallState()
     LAST_ERROR[] = ""
     du0 = Float64[]
@@ -104,7 +115,9 @@ function vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, at
             fill!(dp, 0.0)
             return (du0, dp, 0)
         end
-        prob = SciMLBase.ODEProblem(make_odefunction(f, vjp_u, vjp_p, st), u0v, (t0f, t1f), pv)
+        proto = jac_prototype(alg, jac_rows, jac_cols, length(u0v))
+        prob = SciMLBase.ODEProblem(make_odefunction(f, vjp_u, vjp_p, st, proto), u0v,
+            (t0f, t1f), pv)
         # Dense re-solve: same steps as `forward` (saveat does not change steps).
         sol = OrdinaryDiffEq.solve(prob, make_solver(alg); reltol = reltol,
             abstol = abstol, maxiters = nsteps)

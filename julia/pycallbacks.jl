@@ -59,11 +59,33 @@ function py_into!(out::AbstractVector, st::CallState, fn::Py, name::String, args
     return nothing
 end
 
+as_ints(x::AbstractVector) = Vector{Int}(x)
+as_ints(x::Py) = pyconvert(Vector{Int}, x)
+
+# The Jacobian's sparsity pattern as a `jac_prototype`, for implicit solvers only
+# (explicit ones never form a Jacobian); `nothing` when Python gave no pattern.
+# SciMLBase's ODEFunction defaults `sparsity` to `jac_prototype`, and
+# OrdinaryDiffEqDifferentiation (`prepare_user_sparsity`) then wraps the solver's
+# `AutoFiniteDiff()` in `AutoSparse(...; KnownJacobianSparsityDetector(sparsity),
+# GreedyColoringAlgorithm())`: coloured finite differences, Float64 calls of f only,
+# and a sparse W = M - γJ for LinearSolve (KLU/UMFPACK). It also sets the diagonal
+# of the pattern, in place: hence a fresh Float64 matrix per call.
+function jac_prototype(alg::AbstractString, rows, cols, n::Int)
+    alg in IMPLICIT_SOLVERS || return nothing
+    r = as_ints(rows)
+    c = as_ints(cols)
+    isempty(r) && return nothing
+    length(r) == length(c) ||
+        throw(DimensionMismatch("jac_rows has $(length(r)) entries, jac_cols $(length(c))"))
+    return SparseArrays.sparse(r, c, ones(Float64, length(r)), n, n)
+end
+
 # The ODEFunction with in-place f and the vjp / vjp_p hooks that
 # SciMLSensitivity (>= 7.97) calls as vjp(out, v, u, p, t) and vjp_p(out, v, u, p, t).
 # FullSpecialize keeps DiffEqBase from wrapping f in a FunctionWrappersWrapper,
 # which would make SciMLSensitivity rebuild the ODEFunction without the hooks.
-function make_odefunction(f::Py, vjp_u::Py, vjp_p::Py, st::CallState)
+# `proto`: a sparse `jac_prototype` (see `jac_prototype`) or `nothing`.
+function make_odefunction(f::Py, vjp_u::Py, vjp_p::Py, st::CallState, proto = nothing)
     f! = function (du, u, p, t)
         st.nf += 1
         py_into!(du, st, f, "f", to_numpy(u), to_numpy(p), Float64(t))
@@ -78,7 +100,10 @@ function make_odefunction(f::Py, vjp_u::Py, vjp_p::Py, st::CallState)
         py_into!(out, st, vjp_p, "vjp_p", to_numpy(v), to_numpy(u), to_numpy(p), Float64(t))
         return nothing
     end
-    return SciMLBase.ODEFunction{true, SciMLBase.FullSpecialize}(f!; vjp = vjp!, vjp_p = vjp_p!)
+    proto === nothing && return SciMLBase.ODEFunction{true, SciMLBase.FullSpecialize}(
+        f!; vjp = vjp!, vjp_p = vjp_p!)
+    return SciMLBase.ODEFunction{true, SciMLBase.FullSpecialize}(
+        f!; vjp = vjp!, vjp_p = vjp_p!, jac_prototype = proto)
 end
 
 # ---- failures --------------------------------------------------------------------

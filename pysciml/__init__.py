@@ -1,6 +1,8 @@
 """pysciml: differentiable ODE solves with interchangeable backends (Diffrax, SciPy,
 Julia), behind one `solve` and one `jax.custom_vjp`."""
 
+from . import nn as nn
+from . import pde as pde
 from ._backend import (
     backend_names as backend_names,
 )
@@ -80,8 +82,5 @@ from ._solver import (
 from ._solver import (
     Tsit5 as Tsit5,
 )
-
-from . import nn as nn
-
 
 __version__ = "0.1.0"

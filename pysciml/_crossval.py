@@ -130,7 +130,7 @@ def crossval(
     (relative to the largest value of the truth), forward and gradient times (s), or
     the error message if the run failed.
     """
-    from ._solver import AbstractImplicitSolver, LSODA
+    from ._solver import LSODA, AbstractImplicitSolver
 
     jax.config.update("jax_enable_x64", True)
     rows = []

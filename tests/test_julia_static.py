@@ -260,3 +260,21 @@ def test_imported_packages_are_dependencies(trees):
     assert not imported - deps - STDLIB_OR_BUILTIN, imported - deps
     # Every dependency is used (a stale [deps] entry would still be installed).
     assert not deps - imported, deps - imported
+
+
+# ---------------------------------------------------------------- sparsity
+
+
+def test_bridge_takes_the_sparsity_pattern():
+    """`JuliaBackend` passes the pattern as two trailing 1-based index vectors
+    (`_jac_pattern`); the bridge takes them, with empty defaults, and builds a
+    `jac_prototype` from them."""
+    source = (JULIA_DIR / "PySciML.jl").read_text()
+    for name in ("forward", "vjp"):
+        match = re.search(rf"^function {name}\((.*?)\)\n", source, re.S | re.M)
+        assert match, name
+        params = [p.strip() for p in match.group(1).split(",")]
+        assert params[-2:] == ["jac_rows = Int[]", "jac_cols = Int[]"], params
+    callbacks = (JULIA_DIR / "pycallbacks.jl").read_text()
+    assert "SparseArrays.sparse(" in callbacks
+    assert "jac_prototype = proto" in callbacks

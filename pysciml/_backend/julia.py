@@ -99,6 +99,18 @@ class JuliaCallbacks:
         return code
 
 
+def _jac_pattern(problem) -> tuple[np.ndarray, np.ndarray]:
+    """The problem's Jacobian sparsity as 1-based COO `(rows, cols)` for the bridge,
+    which builds a `SparseMatrixCSC` `jac_prototype` from them for implicit solvers;
+    two empty vectors when the problem gives none."""
+    if problem.jac_sparsity is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    import scipy.sparse as sp
+
+    coo = sp.coo_matrix(sp.csr_matrix(problem.jac_sparsity.value) != 0)
+    return coo.row.astype(np.int64) + 1, coo.col.astype(np.int64) + 1
+
+
 def _julia_message(jl, what: str, options) -> None:
     import sys
 
@@ -132,6 +144,10 @@ class JuliaBackend(AbstractHostBackend):
     | `QuadratureAdjoint`  | `QuadratureAdjoint(autojacvec=false)`               |
     | `BacksolveAdjoint`   | `BacksolveAdjoint(autojacvec=false)`                |
 
+    With `ODEProblem(jac_sparsity=...)`, the implicit solvers get the pattern as a
+    sparse `jac_prototype` (coloured finite differences and a sparse linear solver;
+    written from the OrdinaryDiffEq sources, never run).
+
     Stiff solvers run on the forward pass only: the adjoint pass uses `Tsit5`, since an
     implicit adjoint solver would push ForwardDiff dual numbers into Python.
 
@@ -158,6 +174,7 @@ class JuliaBackend(AbstractHostBackend):
         ys, code, nf, naccept, nreject = jl.forward(  # not run in CI: needs Julia
             cb.f, cb.vjp_u, cb.vjp_p, y0, p, problem.t0, problem.t1, ts,
             _ALGS[type(options.solver)], options.rtol, options.atol, options.max_steps,
+            *_jac_pattern(problem),
         )
         code = cb.code(int(code))
         if code not in (0, NONFINITE, VECTOR_FIELD_ERROR):
@@ -174,7 +191,7 @@ class JuliaBackend(AbstractHostBackend):
         du0, dp, code = jl.vjp(  # not run in CI: needs Julia
             cb.f, cb.vjp_u, cb.vjp_p, y0, p, problem.t0, problem.t1, ts, ys_bar,
             _ALGS[type(options.solver)], _SENSEALGS[type(options.sensitivity)],
-            options.rtol, options.atol, options.max_steps,
+            options.rtol, options.atol, options.max_steps, *_jac_pattern(problem),
         )
         code = cb.code(int(code))
         if code not in (0, NONFINITE, VECTOR_FIELD_ERROR):

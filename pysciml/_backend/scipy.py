@@ -6,6 +6,7 @@ it runs the host path (`host.py`) that the Julia backend relies on, on every mac
 
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import numpy as np
 import scipy.integrate as si
@@ -85,6 +86,18 @@ def _make_solver(method, fun, t, y, t_bound, options, jac, jac_sparsity, first_s
     return method(fun, t, y, t_bound, **kwargs)
 
 
+def _release(solver):
+    """Drops the solver's sparse LU factors now. SciPy's `BDF` and `Radau` hold their
+    factors in a reference cycle (`solver.lu` closes over `solver`), so they would
+    otherwise live until a garbage collection; and a SuperLU factor made on the host
+    thread that is still alive at interpreter exit makes the exit fail (status 120,
+    "TypeError: an integer is required" while flushing stdout; scipy 1.17.1)."""
+    if solver is not None:
+        for name in ("LU", "LU_real", "LU_complex"):
+            if getattr(solver, name, None) is not None:
+                setattr(solver, name, None)
+
+
 def _step(solver, counter, max_steps):
     """One accepted step, or an exception carrying the result code."""
     if counter[0] >= max_steps:
@@ -107,20 +120,23 @@ def _forward(method, fun, t0, y0, ts, options, jac, jac_sparsity, dense):
     counter = [0]
     solver = _make_solver(method, fun, t0, y0, ts[-1], options, jac, jac_sparsity, None)
     grid, pieces = [t0], []
-    while i < ts.shape[0]:
-        _step(solver, counter, options.max_steps)
-        t = solver.t
-        j = int(np.searchsorted(ts, t, side="right"))
-        if dense or j > i:
-            piece = solver.dense_output()
-            if dense:
-                grid.append(t)
-                pieces.append(piece)
-            if j > i:
-                ys[i:j] = piece(ts[i:j]).T
-                if ts[j - 1] == t:  # exactly on a step end: no interpolation error
-                    ys[j - 1] = solver.y
-                i = j
+    try:
+        while i < ts.shape[0]:
+            _step(solver, counter, options.max_steps)
+            t = solver.t
+            j = int(np.searchsorted(ts, t, side="right"))
+            if dense or j > i:
+                piece = solver.dense_output()
+                if dense:
+                    grid.append(t)
+                    pieces.append(piece)
+                if j > i:
+                    ys[i:j] = piece(ts[i:j]).T
+                    if ts[j - 1] == t:  # exactly on a step end: no interpolation error
+                        ys[j - 1] = solver.y
+                    i = j
+    finally:
+        _release(solver)
     stats = {"num_steps": counter[0], "num_rejected_steps": -1, "num_fevals": solver.nfev}
     interpolant = _Interpolant(grid, pieces) if dense and pieces else None
     return ys, stats, interpolant
@@ -135,23 +151,27 @@ def _backward(method, fun, t_start, z, stops, jump, options, jac, jac_sparsity):
     solver = None
     step_size = None
     t = t_start
-    for k, target in enumerate(stops):
-        if target < t:
-            if solver is not None and method in _RUNGE_KUTTA:
-                solver.y = z
-                solver.f = solver.fun(t, z)  # first-same-as-last stage of the new state
-                solver.t_bound = target
-                solver.status = "running"
-            else:
-                solver = _make_solver(
-                    method, fun, t, z, target, options, jac, jac_sparsity, step_size
-                )
-            while solver.status == "running":
-                _step(solver, counter, options.max_steps)
-            t = solver.t
-            step_size = solver.step_size
-            z = solver.y.copy()
-        z = jump(k, z)
+    try:
+        for k, target in enumerate(stops):
+            if target < t:
+                if solver is not None and method in _RUNGE_KUTTA:
+                    solver.y = z
+                    solver.f = solver.fun(t, z)  # first-same-as-last stage of new state
+                    solver.t_bound = target
+                    solver.status = "running"
+                else:
+                    _release(solver)
+                    solver = _make_solver(
+                        method, fun, t, z, target, options, jac, jac_sparsity, step_size
+                    )
+                while solver.status == "running":
+                    _step(solver, counter, options.max_steps)
+                t = solver.t
+                step_size = solver.step_size
+                z = solver.y.copy()
+            z = jump(k, z)
+    finally:
+        _release(solver)
     return z
 
 
@@ -167,7 +187,7 @@ class ScipyBackend(AbstractHostBackend):
     |------------------------|----------------------------------------------------|
     | `Dopri5` (default)     | `RK45`                                             |
     | `Dopri8`               | `DOP853`                                           |
-    | `RadauIIA5`            | `Radau` (exact Jacobian from JAX, or `jac_sparsity`) |
+    | `RadauIIA5`            | `Radau` (exact Jacobian from JAX: dense, or sparse with `jac_sparsity`) |
     | `QNDF`                 | `BDF` (likewise)                                   |
     | `LSODA`                | `LSODA` (exact dense Jacobian from JAX)            |
     | `InterpolatingAdjoint` (default) | state read from the forward dense output |
@@ -185,10 +205,32 @@ class ScipyBackend(AbstractHostBackend):
     default_solver: ClassVar[AbstractSolver] = Dopri5()
     default_sensitivity: ClassVar[AbstractSensitivity] = InterpolatingAdjoint()
 
+    # With `ODEProblem(jac_sparsity=...)`, `Radau` and `BDF` (and their adjoints) get
+    # sparse Jacobians: "exact" computes them in JAX by column colouring
+    # (`host.SparseJacobian`: one callback per Jacobian); "finite_differences" passes
+    # the pattern to SciPy's own grouped finite differences (`k + 1` callbacks of f).
+    # `ScipyBackend(sparse_jacobian="finite_differences")` selects the latter.
+    sparse_jacobian: str = eqx.field(static=True, default="exact")
+
+    def __check_init__(self):
+        if self.sparse_jacobian not in ("exact", "finite_differences"):
+            raise ValueError(
+                '`ScipyBackend(sparse_jacobian=...)` must be "exact" or '
+                f'"finite_differences"; got {self.sparse_jacobian!r}.'
+            )
+
+    def _sparse(self, method, sparsity) -> bool:
+        """Whether SciPy solves with sparse Jacobians (LSODA takes dense ones only)."""
+        return sparsity is not None and method in (si.Radau, si.BDF)
+
     def _jacobians(self, callbacks, problem, method, p):
         """The forward Jacobian (exact, from JAX) and the sparsity to pass to SciPy."""
         sparsity = None if problem.jac_sparsity is None else problem.jac_sparsity.value
-        if method not in _IMPLICIT or sparsity is not None:
+        if method not in _IMPLICIT:
+            return None, None
+        if self._sparse(method, sparsity):
+            if self.sparse_jacobian == "exact":
+                return (lambda t, y: callbacks.sparse.jac(t, y, p)), None
             return None, sparsity
         return (lambda t, y: callbacks.jac(t, y, p)), None
 
@@ -251,8 +293,10 @@ class ScipyBackend(AbstractHostBackend):
                         z[:n] += ys_bar[-2 - k]
                     return z
 
+                pattern = problem.jac_sparsity
                 bjac, bsparsity = self._adjoint_jacobians(
-                    callbacks, method, y_at, p, n, m, sparsity
+                    callbacks, method, y_at, p, n, m,
+                    None if pattern is None else pattern.value,
                 )
                 z = _backward(
                     method, rhs, ts[-1], z, stops, jump, options, bjac, bsparsity
@@ -283,7 +327,9 @@ class ScipyBackend(AbstractHostBackend):
         methods: `[[-(∂f/∂y)ᵀ, 0], [-(∂f/∂p)ᵀ, 0]]`."""
         if method not in _IMPLICIT:
             return None, None
-        if sparsity is not None:
+        if self._sparse(method, sparsity) and self.sparse_jacobian == "exact":
+            return (lambda t, z: callbacks.sparse.adjoint_jac(t, y_at(t), p)), None
+        if self._sparse(method, sparsity):
             s = sp.csr_matrix(sparsity, dtype=bool).T
             pattern = sp.bmat(
                 [[s, None], [sp.csr_matrix(np.ones((m, n), bool)), None]],

@@ -19,7 +19,6 @@ and which converges to the continuous gradient at first order, O(1/N).
     python examples/exponential_decay_adjoint.py --backend scipy --plot out/
 """
 
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -36,12 +35,9 @@ def decay(t, y, tau):
 
 
 def sensitivities_of(backend: str) -> list[ps.AbstractSensitivity]:
-    """One instance of every sensitivity the backend declares, read from its class
-    table: `ps.get_backend("julia")` would start Julia just to list them."""
-    from pysciml._backend import _REGISTRY
-
-    module, cls = _REGISTRY[backend]
-    return [s() for s in getattr(importlib.import_module(module), cls).sensitivities]
+    """One instance of every sensitivity the backend declares (listing them starts no
+    Julia: that happens when a solve is first traced)."""
+    return [s() for s in ps.get_backend(backend).sensitivities]
 
 
 def analytic(tau, y0, T, target):

@@ -188,3 +188,11 @@ def test_julia_tables_are_documented_in_the_readme():
         assert f"`{tag.__name__}`" in readme and name in readme
     for tag in julia_backend._SENSEALGS:
         assert f"`{tag.__name__}`" in readme
+
+
+def test_listing_the_julia_tables_starts_no_julia(monkeypatch):
+    started = []
+    monkeypatch.setattr(_julia, "_start", lambda: started.append(1))
+    backend = ps.get_backend("julia")
+    assert ps.Tsit5 in backend.solvers and ps.GaussAdjoint in backend.sensitivities
+    assert not started

@@ -502,10 +502,17 @@ class AbstractHostBackend(AbstractBackend):
         thread. `saved` is what `host_forward(keep=True)` returned, or `None` if it was
         dropped: then re-solve. Returns `(y0_bar, p_bar, code)`."""
 
+    @abc.abstractmethod
+    def host_prepare(self) -> None:
+        """Called when `solve` is traced, before any callback: make sure the host
+        solver can run (start its runtime), or raise an error that says what is
+        missing."""
+
     def _callbacks(self, problem: FlatProblem, n: int, m: int) -> HostCallbacks:
         return host_callbacks(problem.vector_field, n, m, problem.jac_sparsity)
 
     def forward(self, problem, y0, p, ts, options, *, residuals):
+        self.host_prepare()
         n, m, k = y0.shape[-1], p.shape[-1], ts.shape[-1]
         dtype = y0.dtype
         if problem.jac_sparsity is not None:

@@ -164,8 +164,9 @@ class JuliaBackend(AbstractHostBackend):
     default_solver: ClassVar[AbstractSolver] = Tsit5()
     default_sensitivity: ClassVar[AbstractSensitivity] = GaussAdjoint()
 
-    def __check_init__(self):
-        # Fail at trace time, with what to install, rather than inside a callback.
+    def host_prepare(self):
+        # Start Julia (or fail with what to install) at trace time, on the host
+        # thread, rather than inside a callback; listing `solvers` starts nothing.
         julia_module()
 
     def host_forward(self, callbacks, problem, y0, p, ts, options, *, keep):

@@ -234,6 +234,9 @@ class ScipyBackend(AbstractHostBackend):
             return None, sparsity
         return (lambda t, y: callbacks.jac(t, y, p)), None
 
+    def host_prepare(self):
+        pass  # SciPy is imported with this module: nothing to start.
+
     def host_forward(self, callbacks, problem, y0, p, ts, options, *, keep):
         # On the device once per solve, not once per callback (~1 µs a call).
         p = jax.device_put(p)

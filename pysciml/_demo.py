@@ -54,7 +54,7 @@ def run_demo(steps: int = 300, backends=None) -> int:
                         rtol=1e-7, atol=1e-9)
             return jnp.mean((sol.ys - data) ** 2)
 
-        optimiser = optax.adam(0.02)
+        optimiser = optax.adam(0.05)
         log_p = jnp.log(jnp.array([1.2, 0.8, 2.5, 0.8]))
         state = optimiser.init(log_p)
 

@@ -237,23 +237,30 @@ class ScipyBackend(AbstractHostBackend):
     def host_prepare(self):
         pass  # SciPy is imported with this module: nothing to start.
 
+    def _solve(self, callbacks, problem, y0, p, ts, options, *, dense):
+        """The forward solve of `host_forward`, and of `host_vjp` when the forward
+        pass's dense output was not kept."""
+        method = _METHODS[type(options.solver)]
+        jac, sparsity = self._jacobians(callbacks, problem, method, p)
+        return _forward(
+            method,
+            lambda t, y: callbacks.f(t, y, p),
+            problem.t0,
+            y0,
+            ts,
+            options,
+            jac,
+            sparsity,
+            dense=dense,
+        )
+
     def host_forward(self, callbacks, problem, y0, p, ts, options, *, keep):
         # On the device once per solve, not once per callback (~1 µs a call).
         p = jax.device_put(p)
-        method = _METHODS[type(options.solver)]
-        jac, sparsity = self._jacobians(callbacks, problem, method, p)
         dense = keep and isinstance(options.sensitivity, InterpolatingAdjoint)
         try:
-            ys, stats, interpolant = _forward(
-                method,
-                lambda t, y: callbacks.f(t, y, p),
-                problem.t0,
-                y0,
-                ts,
-                options,
-                jac,
-                sparsity,
-                dense=dense,
+            ys, stats, interpolant = self._solve(
+                callbacks, problem, y0, p, ts, options, dense=dense
             )
         except _Failed as e:
             return None, e.code, {}, None
@@ -265,20 +272,11 @@ class ScipyBackend(AbstractHostBackend):
         p = jax.device_put(p)
         method = _METHODS[type(options.solver)]
         n, m = callbacks.n, callbacks.m
-        jac, sparsity = self._jacobians(callbacks, problem, method, p)
         interpolating = isinstance(options.sensitivity, InterpolatingAdjoint)
         try:
             if saved is None:
-                ys, _, interpolant = _forward(
-                    method,
-                    lambda t, y: callbacks.f(t, y, p),
-                    problem.t0,
-                    y0,
-                    ts,
-                    options,
-                    jac,
-                    sparsity,
-                    dense=interpolating,
+                ys, _, interpolant = self._solve(
+                    callbacks, problem, y0, p, ts, options, dense=interpolating
                 )
             else:
                 ys, interpolant = saved

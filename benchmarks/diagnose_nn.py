@@ -15,9 +15,9 @@ alternately with it):
   `diffeqsolve`, which then sees the parameter pytree.
 - raw in a custom_vjp: raw Diffrax (pytree params) inside a `jax.custom_vjp` whose
   forward saves Diffrax's VJP closure, as `solve`'s `_solve_flat` does.
-- pysciml: `ps.solve(backend="diffrax")`.
-- pysciml, field unflattens once (prototype): `ps.solve` with a Diffrax backend
-  subclass, defined here, whose `_solve` unflattens `p` once outside `diffeqsolve`.
+- pysciml: `ps.solve(backend="diffrax")`, which unflattens `p` once outside
+  `diffeqsolve` since commit 8c1278e (this script's former "prototype" variant, a copy
+  of that code, was removed when it became the backend's own).
 """
 
 import argparse
@@ -30,57 +30,11 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 
-import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from _common import compare  # noqa: E402
 from overhead import check_same_step, nn_setup  # noqa: E402
 
-from pysciml._backend.diffrax import (  # noqa: E402
-    _SOLVERS,
-    DiffraxBackend,
-    _adjoint,
-    _code,
-)
 from pysciml._flatten import spec_of, split_args  # noqa: E402
-
-
-class UnflattenOnceBackend(DiffraxBackend):
-    """Prototype: the flat `p` is unflattened once, outside `diffeqsolve`, and the
-    vector field inside the loop takes the pytree of parameters."""
-
-    def _solve(self, problem, options, ts, y0, p):
-        vf = problem.vector_field
-        args = eqx.combine(vf.p_spec.unflatten(p), vf.args_static.tree)
-
-        def term(t, y, args):
-            dy = vf.vector_field(t, vf.y_spec.unflatten(y), args)
-            return vf.y_spec.flatten(dy, dtype=y.dtype)
-
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(term),
-            _SOLVERS[type(options.solver)](),
-            problem.t0,
-            problem.t1,
-            None,
-            y0,
-            args,
-            saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(
-                rtol=options.rtol, atol=options.atol
-            ),
-            adjoint=_adjoint(options.sensitivity),
-            max_steps=options.max_steps,
-            throw=False,
-        )
-        stats = {
-            "num_steps": jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
-            "num_rejected_steps": jnp.asarray(
-                sol.stats["num_rejected_steps"], jnp.int32
-            ),
-            "num_fevals": jnp.asarray(-1, jnp.int32),
-        }
-        return sol.ys, (_code(sol.result), stats)
 
 
 def main() -> None:
@@ -121,16 +75,12 @@ def main() -> None:
     def custom_vjp(model, y0):
         return _cv(eqx.filter(model, eqx.is_inexact_array), y0)
 
-    proto = UnflattenOnceBackend()
     variants = {
         "raw diffrax": s.raw_one,
         "raw, params flat, unflattened in the field": flat_inside,
         "raw, params flat, unflattened once": flat_once,
         "raw in a custom_vjp (like solve)": custom_vjp,
         "pysciml": s.ps_one,
-        "pysciml, field unflattens once (prototype)": lambda m, y0: s.ps_one(
-            m, y0, backend=proto
-        ),
     }
     steps = {name: s.make_step(one) for name, one in variants.items()}
     fargs = (s.mlp, s.opt_state, s.y0s, s.targets)

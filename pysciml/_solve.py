@@ -98,9 +98,12 @@ def _check_saveat(saveat, problem: ODEProblem, dtype):
     ):
         raise TypeError(f"`solve(saveat=...)` must be real times; got dtype {ts.dtype}.")
     ts = ts.astype(dtype)
+    # Repeated times are allowed (several observations at one instant): host
+    # backends solve at the unique times and gather (see `host.SaveTimes`); diffrax
+    # takes non-decreasing `SaveAt(ts=...)` as it is.
     msg_order = (
-        "`solve(saveat=...)` must be strictly increasing. Sort the save times (and "
-        "your data with them), and drop duplicates."
+        "`solve(saveat=...)` must be non-decreasing (repeated times are allowed). Sort "
+        "the save times, and your data with them."
     )
     msg_span = (
         f"`solve(saveat=...)` must lie inside the problem's span [t0, t1] = "
@@ -111,14 +114,14 @@ def _check_saveat(saveat, problem: ODEProblem, dtype):
         t = np.asarray(saveat, dtype=np.float64)
         if not np.all(np.isfinite(t)):
             raise ValueError("`solve(saveat=...)` contains NaN or Inf.")
-        if np.any(np.diff(t) <= 0):
-            bad = int(np.argmax(np.diff(t) <= 0))
+        if np.any(np.diff(t) < 0):
+            bad = int(np.argmax(np.diff(t) < 0))
             raise ValueError(f"{msg_order} (saveat[{bad}]={t[bad]}, "
                              f"saveat[{bad + 1}]={t[bad + 1]})")
         if t[0] < problem.t0 or t[-1] > problem.t1:
             raise ValueError(f"{msg_span} Got [{t[0]}, {t[-1]}].")
     else:
-        ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0), msg_order)
+        ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) < 0), msg_order)
         ts = eqx.error_if(ts, (ts[0] < problem.t0) | (ts[-1] > problem.t1), msg_span)
     return ts
 
@@ -221,7 +224,8 @@ def solve(
     - `args`: anything passed as the third argument of the vector field: a pytree of
         parameters, an `eqx.Module`. Its floating-point leaves are differentiated, the
         rest is static.
-    - `saveat`: a strictly increasing 1D array of times inside `[t0, t1]`.
+    - `saveat`: a non-decreasing 1D array of times inside `[t0, t1]`; repeated
+        times (several observations at one instant) and `t0` itself are allowed.
     - `solver`: a solver tag, e.g. `ps.Tsit5()`, `ps.Kvaerno5()`; `None` uses the
         backend's default (`Tsit5` on diffrax and Julia, `Dopri5` on SciPy).
     - `backend`: `"diffrax"`, `"scipy"`, `"julia"`, a backend object, or `None` for

@@ -15,16 +15,13 @@ import pysciml as ps
 
 
 def available_backends() -> list[str]:
-    """The backends these tests run on: always "diffrax", plus "scipy" once its module
-    imports. Julia is never included here (it has its own, marked, tests)."""
-    names = ["diffrax"]
-    try:
-        import pysciml._backend.scipy  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        names.append("scipy")
-    return names
+    """The backends these tests run on: "diffrax" and "scipy", both installed by
+    pysciml's own dependencies, so a failing import is an error here, never a silent
+    drop of every SciPy test. Julia is never included here (it has its own, marked,
+    tests)."""
+    import pysciml._backend.scipy  # noqa: F401  (fails loudly if it cannot import)
+
+    return ["diffrax", "scipy"]
 
 
 BACKENDS = available_backends()

@@ -81,7 +81,11 @@ class HostThread:
 
     @classmethod
     def _loop(cls):
-        with jax.enable_x64(True):
+        # NumPy's floating-point warnings are off on this thread (errstate is
+        # thread-local): a state that blows up inside a host solve is reported by its
+        # result code (`nonfinite`), not by a flood of RuntimeWarnings in the middle of
+        # an inference run.
+        with jax.enable_x64(True), np.errstate(all="ignore"):
             while True:
                 fn, args, box, done = cls._queue.get()
                 try:
@@ -321,27 +325,86 @@ def host_callbacks(
     )
 
 
+_REPORTED: set[tuple[str, str]] = set()
+
+
+def _report_once(header: str, exc: BaseException) -> None:
+    """Prints `header` and the traceback of `exc` to stderr, once per distinct error
+    (type and message): inside inference the same failure recurs at every proposal,
+    and one copy tells the user everything."""
+    key = (type(exc).__name__, str(exc))
+    if key in _REPORTED:
+        return
+    _REPORTED.add(key)
+    print(
+        f"{header}\n" + "".join(traceback.format_exception(exc))
+        + "(pysciml prints each distinct error once.)",
+        file=sys.stderr,
+    )
+
+
 def code_for(exc: BaseException) -> int:
-    """Maps an exception raised in host code onto a result code; reports it first."""
+    """Maps an exception raised in host code onto a result code. A genuine exception
+    in the user's vector field, or an unexpected one in the host solver, is reported
+    (once per distinct error); a non-finite state is only a code."""
     if isinstance(exc, NonFiniteError):
         return NONFINITE
-    if isinstance(exc, (ValueError, FloatingPointError)) and "inf" in str(exc).lower():
+    if isinstance(exc, (ValueError, FloatingPointError)) and (
+        "inf" in str(exc).lower() or "finite" in str(exc).lower()
+    ):
         # A host solver's linear algebra meeting a state that blew up, e.g. SciPy's
         # "array must not contain infs or NaNs".
         return NONFINITE
     if isinstance(exc, VectorFieldError):
-        print(
-            f"pysciml: {exc}\n"
-            + "".join(traceback.format_exception(exc.__cause__ or exc)),
-            file=sys.stderr,
-        )
+        _report_once(f"pysciml: {exc}", exc.__cause__ or exc)
         return VECTOR_FIELD_ERROR
-    print(
-        "pysciml: the host solver raised an unexpected error:\n"
-        + "".join(traceback.format_exception(exc)),
-        file=sys.stderr,
-    )
+    _report_once("pysciml: the host solver raised an unexpected error:", exc)
     return SOLVER_FAILED
+
+
+def _all_finite(*arrays: np.ndarray) -> bool:
+    return all(np.isfinite(a).all() for a in arrays)
+
+
+# --------------------------------------------------------------------------------------
+# Save times as host solvers see them
+# --------------------------------------------------------------------------------------
+
+
+class SaveTimes(NamedTuple):
+    """The save times of one solve, as a host solver gets them: strictly increasing
+    and after `t0`. `solve` accepts non-decreasing times (several observations at one
+    instant) that may start at `t0`, also when they are traced, so this is done here,
+    on the host, per solve, once for every host backend.
+
+    `index[i]` is the position in `unique` of the requested time `i`, or `-1` where
+    that time is `t0` (its state is `y0`; its cotangent goes to `y0` directly)."""
+
+    unique: np.ndarray
+    index: np.ndarray
+
+    @classmethod
+    def of(cls, ts: np.ndarray, t0: float) -> "SaveTimes":
+        unique, index = np.unique(ts, return_inverse=True)
+        start = int(unique.size > 0 and unique[0] <= t0)
+        return cls(unique[start:], index.reshape(-1) - start)
+
+    def gather(self, ys: "np.ndarray | None", y0: np.ndarray) -> np.ndarray:
+        """`ys` at the unique times -> the state at every requested time."""
+        out = np.empty((self.index.size, y0.shape[0]))
+        at_t0 = self.index < 0
+        out[at_t0] = y0
+        if ys is not None:
+            out[~at_t0] = ys[self.index[~at_t0]]
+        return out
+
+    def scatter(self, ys_bar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The transpose of `gather`: cotangents of repeated times add up. Returns
+        `(cotangent at the unique times, cotangent of y0 from save times at t0)`."""
+        at_t0 = self.index < 0
+        out = np.zeros((self.unique.size, ys_bar.shape[1]))
+        np.add.at(out, self.index[~at_t0], ys_bar[~at_t0])
+        return out, ys_bar[at_t0].sum(axis=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -529,18 +592,30 @@ class AbstractHostBackend(AbstractBackend):
             def work():
                 callbacks = self._callbacks(problem, n, m)
                 saved = None
+                y0_64 = np.array(y0_, dtype=np.float64)
+                p_64 = np.array(p_, dtype=np.float64)
+                times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
                 try:
-                    ys, code, stats, saved = self.host_forward(
-                        callbacks,
-                        problem,
-                        np.array(y0_, dtype=np.float64),
-                        np.array(p_, dtype=np.float64),
-                        np.array(ts_, dtype=np.float64),
-                        options,
-                        keep=residuals,
-                    )
+                    if not _all_finite(y0_64, p_64):
+                        # A proposal outside the model's domain, inside inference: a
+                        # code, at once, and no solver call (SciPy would raise on it).
+                        ys, code, stats = None, NONFINITE, {}
+                    elif times.unique.size:
+                        ys, code, stats, saved = self.host_forward(
+                            callbacks,
+                            problem,
+                            y0_64,
+                            p_64,
+                            times.unique,
+                            options,
+                            keep=residuals,
+                        )
+                    else:  # every save time is t0: nothing to solve
+                        ys, code, stats = None, SUCCESS, {}
                 except Exception as e:  # never let an exception cross the callback
                     ys, code, stats = None, code_for(e), {}
+                if code == SUCCESS:
+                    ys = times.gather(ys, y0_64)
                 if code != SUCCESS or ys is None:
                     ys, saved = np.full((k, n), np.nan), None
                 token = RESIDUALS.put(saved) if residuals else 0
@@ -583,17 +658,24 @@ class AbstractHostBackend(AbstractBackend):
         def single(y0_, p_, ts_, ys_bar_, token_):
             def work():
                 callbacks = self._callbacks(problem, n, m)
+                times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
+                bar, y0_bar_at_t0 = times.scatter(np.array(ys_bar_, dtype=np.float64))
                 try:
-                    y0_bar, p_bar, code = self.host_vjp(
-                        callbacks,
-                        problem,
-                        np.array(y0_, dtype=np.float64),
-                        np.array(p_, dtype=np.float64),
-                        np.array(ts_, dtype=np.float64),
-                        np.array(ys_bar_, dtype=np.float64),
-                        options,
-                        saved=RESIDUALS.get(int(token_)),
-                    )
+                    if times.unique.size:
+                        y0_bar, p_bar, code = self.host_vjp(
+                            callbacks,
+                            problem,
+                            np.array(y0_, dtype=np.float64),
+                            np.array(p_, dtype=np.float64),
+                            times.unique,
+                            bar,
+                            options,
+                            saved=RESIDUALS.get(int(token_)),
+                        )
+                    else:
+                        y0_bar, p_bar, code = np.zeros(n), np.zeros(m), SUCCESS
+                    if code == SUCCESS:
+                        y0_bar = y0_bar + y0_bar_at_t0
                 except Exception as e:
                     y0_bar, p_bar, code = None, None, code_for(e)
                 if code != SUCCESS:

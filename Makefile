@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Two pytest workers: one per core of the CI machine.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-slow demo bench lint clean
+.PHONY: install test test-slow demo bench lint clean verify-julia
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-slow: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m pysciml demo
+
+# Where Julia exists: every check of the Julia bridge, as a pass/fail table.
+verify-julia: $(STAMP)
+	$(PY) -m pysciml julia --selftest
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py

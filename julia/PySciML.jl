@@ -10,8 +10,9 @@
 #   * nothing here throws: failures come back as integer codes
 #       0 success, 1 MaxIters, 2 DtLessThanMin, 3 non-finite / Unstable,
 #       4 exception in a Python callback, 5 any other failure;
-#   * Python callbacks are only ever called with Float64 data (stiff solvers use
-#     finite-difference Jacobians, adjoints use the ODEFunction vjp/vjp_p hooks).
+#   * Python callbacks are only ever called with Float64 data (stiff solvers, forward
+#     and adjoint, use finite-difference Jacobians; adjoints use the ODEFunction
+#     vjp/vjp_p hooks).
 
 import OrdinaryDiffEq
 import OrdinaryDiffEqLowOrderRK
@@ -21,10 +22,21 @@ import SciMLBase
 import SciMLSensitivity
 import ADTypes
 import SparseArrays
+import PythonCall
 using PythonCall: Py, PyArray, pyimport, pyconvert
 
 include("pycallbacks.jl")
 include("solvers.jl")
+
+"""
+    versions()
+
+Julia's version and those of the packages the bridge calls, as one line (printed by
+`python -m pysciml julia --selftest`).
+"""
+versions() = "Julia $(VERSION); " * join(
+    ("$(nameof(m)) $(pkgversion(m))" for m in (OrdinaryDiffEq, SciMLSensitivity,
+        SciMLBase, PythonCall)), ", ")
 
 """
     forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters,
@@ -84,8 +96,9 @@ end
 Adjoint of `forward`: given the cotangent `ys_bar` (`length(ts) x length(u0)`) of
 `ys`, return `(du0, dp, code)` with the gradients of `sum(ys_bar .* ys)` with
 respect to `u0` and `p` (positive sign; NaN unless `code == 0`).  `jac_rows`,
-`jac_cols` as for `forward` (used by the forward re-solve only; the adjoint of an
-implicit solve is integrated with Tsit5).
+`jac_cols` as for `forward`. The adjoint is integrated with the forward solver
+(`make_solver(alg)`: implicit ones with finite-difference Jacobians); GaussAdjoint and
+QuadratureAdjoint derive the adjoint's sparsity pattern from the forward one.
 """
 function vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, maxiters,
         jac_rows = Int[], jac_cols = Int[])
@@ -131,22 +144,28 @@ function vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, at
             copyto!(out, view(ybar, i, :))
             return nothing
         end
-        g0, gp = SciMLSensitivity.adjoint_sensitivities(sol, adjoint_solver(alg);
+        g0, gp = SciMLSensitivity.adjoint_sensitivities(sol, make_solver(alg);
             t = tsv, dgdu_discrete = dgdu, sensealg = make_sensealg(sensealg, reltol, abstol),
             abstol = abstol, reltol = reltol, maxiters = nsteps)
         copyto!(du0, vec(g0))
         gp === nothing || copyto!(dp, vec(gp))
-        # adjoint_sensitivities does not return the adjoint retcode; the backward
-        # solve ends at t0, where the solver always evaluates the RHS (and so the
-        # vjp hook), so an early stop shows up as st.tmin_vjp > t0.
-        if !(all(isfinite, du0) && all(isfinite, dp))
+        # adjoint_sensitivities does not return the adjoint retcode (nothing in
+        # SciMLSensitivity's src reads it; a MaxIters stop returns the partial state).
+        # The backward solve ends at t0, where the solver always evaluates the RHS, and
+        # so the vjp hook: an early stop shows up as st.tmin_vjp > t0. Every attempted
+        # step calls the hook at least once, so a stop at maxiters has made at least
+        # `maxiters` hook calls; an early stop with fewer is some other failure.
+        stopped_early = st.tmin_vjp > t0f + 1e-8 * max(1.0, abs(t1f - t0f))
+        if stopped_early
+            code = st.nvjp >= nsteps ? 1 : 5
+        elseif !(all(isfinite, du0) && all(isfinite, dp))
             code = 3
-        elseif st.tmin_vjp > t0f + 1e-8 * max(1.0, abs(t1f - t0f))
-            code = 5
         end
         if code != 0
-            LAST_ERROR[] = "adjoint: code $code (non-finite result, or the backward solve " *
-                           "stopped at t = $(st.tmin_vjp) before t0)"
+            LAST_ERROR[] = "adjoint: code $code (" * (stopped_early ?
+                "the backward solve stopped at t = $(st.tmin_vjp), before t0 = $t0f, " *
+                "after $(st.nvjp) vjp calls with maxiters = $nsteps" :
+                "non-finite gradient") * ")"
             fill!(du0, NaN)
             fill!(dp, NaN)
         end

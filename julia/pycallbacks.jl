@@ -10,10 +10,12 @@ last_error() = LAST_ERROR[]
 # Bookkeeping for one `forward` / `vjp` call, shared by its wrappers.
 mutable struct CallState
     nf::Int                            # calls made to the Python f
+    nvjp::Int                          # calls made to the Python vjp_u
     tmin_vjp::Float64                  # smallest t at which vjp_u was called
-    pyerror::Union{Nothing,String}     # first failure inside a Python callback
+    pyerror::Union{Nothing,String}     # first exception raised by a Python callback
+    shapeerror::Union{Nothing,String}  # first result of the wrong shape or type
 end
-CallState() = CallState(0, Inf, nothing)
+CallState() = CallState(0, 0, Inf, nothing, nothing)
 
 # ---- Python -> Julia (always a fresh copy) --------------------------------------
 # juliacall turns numpy arrays into PyArray (a view) and other objects into Py.
@@ -42,21 +44,39 @@ function to_numpy(x::AbstractVector)
     return NUMPY.asarray(v)
 end
 
-# Call a Python function and copy its 1-d result into `out`.  Any failure here
-# (a Python exception, or a result of the wrong shape or type) is recorded as a
-# callback error, which `failure_code!` reports as code 4.
+# Call a Python function and copy its 1-d result into `out`. A Python exception is
+# recorded as a callback error (code 4: the Python side holds the exception itself); a
+# result of the wrong shape or type as a shape error (code 5, with the message), since
+# Julia would only say `DimensionMismatch` deep inside the solver.
 function py_into!(out::AbstractVector, st::CallState, fn::Py, name::String, args...)
-    try
-        r = fn(args...)
-        a = PyArray(r)
-        (ndims(a) == 1 && length(a) == length(out)) ||
-            throw(DimensionMismatch("$name returned shape $(size(a)), expected ($(length(out)),)"))
-        copyto!(out, a)
+    r = try
+        fn(args...)
     catch e
         st.pyerror === nothing && (st.pyerror = "$name: " * sprint(showerror, e))
         rethrow()
     end
+    a = try
+        PyArray(r)
+    catch e
+        msg = "$name returned a $(pytype_name(r)), not a NumPy array of $(length(out)) " *
+              "float64 values"
+        st.shapeerror === nothing && (st.shapeerror = msg)
+        throw(DimensionMismatch(msg))
+    end
+    if !(ndims(a) == 1 && length(a) == length(out))
+        msg = "$name returned an array of shape $(size(a)); the solver expects " *
+              "($(length(out)),)"
+        st.shapeerror === nothing && (st.shapeerror = msg)
+        throw(DimensionMismatch(msg))
+    end
+    copyto!(out, a)
     return nothing
+end
+
+pytype_name(r) = try
+    pyconvert(String, r.__class__.__name__)
+catch
+    string(typeof(r))
 end
 
 as_ints(x::AbstractVector) = Vector{Int}(x)
@@ -82,8 +102,13 @@ end
 
 # The ODEFunction with in-place f and the vjp / vjp_p hooks that
 # SciMLSensitivity (>= 7.97) calls as vjp(out, v, u, p, t) and vjp_p(out, v, u, p, t).
-# FullSpecialize keeps DiffEqBase from wrapping f in a FunctionWrappersWrapper,
-# which would make SciMLSensitivity rebuild the ODEFunction without the hooks.
+# FullSpecialize: SciMLSensitivity unwraps the problem's function with
+# `SciMLBase.unwrapped_f` (adjoint_common.jl). Its AutoSpecialize branch typed the hook
+# fields `Nothing` while copying the hooks in SciMLBase 2.142-2.150 ("cannot convert
+# a value to nothing"; fixed in 2.151, PR #1271); the FullSpecialize branch always kept
+# them. The floor is 2.151 as well, and FullSpecialize costs nothing here: f! is the
+# same closure type on every call, so the solver compiles once, and AutoSpecialize's
+# function wrappers would only add an indirection in front of a Python call.
 # `proto`: a sparse `jac_prototype` (see `jac_prototype`) or `nothing`.
 function make_odefunction(f::Py, vjp_u::Py, vjp_p::Py, st::CallState, proto = nothing)
     f! = function (du, u, p, t)
@@ -92,6 +117,7 @@ function make_odefunction(f::Py, vjp_u::Py, vjp_p::Py, st::CallState, proto = no
         return nothing
     end
     vjp! = function (out, v, u, p, t)
+        st.nvjp += 1
         st.tmin_vjp = min(st.tmin_vjp, Float64(t))
         py_into!(out, st, vjp_u, "vjp_u", to_numpy(v), to_numpy(u), to_numpy(p), Float64(t))
         return nothing
@@ -113,6 +139,6 @@ function failure_code!(st::CallState, e)
         LAST_ERROR[] = st.pyerror
         return 4
     end
-    LAST_ERROR[] = sprint(showerror, e)
+    LAST_ERROR[] = st.shapeerror !== nothing ? st.shapeerror : sprint(showerror, e)
     return 5
 end

@@ -18,30 +18,36 @@ function make_solver(name::AbstractString)
     throw(ArgumentError("unknown solver \"$name\""))
 end
 
-# Solver for the backward (adjoint) pass.  Explicit solvers are reused as they
-# are; for the implicit ones the adjoint is integrated with Tsit5, so that no
-# Jacobian of the adjoint system (and no AD of any kind) is ever needed.
-adjoint_solver(name::AbstractString) =
-    name in IMPLICIT_SOLVERS ? OrdinaryDiffEq.Tsit5() : make_solver(name)
+# The adjoint pass uses the forward solver itself: the adjoint ODE is as stiff as the
+# forward one (an explicit adjoint of a stiff solve stops at maxiters). The implicit
+# solvers come from `make_solver`, with `autodiff = AutoFiniteDiff()`, so their
+# Jacobians of the adjoint system are Float64 finite differences: SciMLSensitivity's
+# adjoint right-hand sides only see dual numbers when `t isa ForwardDiff.Dual`
+# (interpolating_adjoint.jl, gauss_adjoint.jl, quadrature_adjoint.jl,
+# backsolve_adjoint.jl), which finite differences never produce. A sparsity pattern on
+# the forward ODEFunction reaches the adjoint by itself: GaussAdjoint and
+# QuadratureAdjoint build the adjoint `jac_prototype` as `copy(jac_prototype')`. (See
+# julia/NOTES.md, "Stiff adjoints".)
 
-# Every method is built with autojacvec = false and autodiff = false.  In
-# SciMLSensitivity >= 7.97 the user hooks are used whatever autojacvec is
-# (derivative_wrappers.jl: `vecjacobian!` checks `has_vjp(S.f)` before looking
-# at autojacvec; gauss_adjoint.jl / quadrature_adjoint.jl `vec_pjac!` check
-# `has_vjp_p` first).  autojacvec = nothing would start an automatic AD probe
-# through the Python function; false with autodiff = false means any path that
-# the hooks do not cover falls back to Float64 finite differences, never to
-# Julia AD through Python (SciMLSensitivity issue #334: zero gradients).
+# Every method is built with `autojacvec = ZygoteVJP()`. The user hooks come first
+# whatever autojacvec is (derivative_wrappers.jl: `vecjacobian!` tests `has_vjp(f)`,
+# `_vecjacobian_vjp!` prefers `vjp_p`; gauss/quadrature `vec_pjac!` test `has_vjp_p`
+# first), but what SciMLSensitivity *allocates* depends on it: any Bool allocates a
+# dense n x n `J` and an n x np `pJ` that the hooks never use (adjoint_common.jl,
+# `autojacvec isa Bool`), 800 MB per gradient for a 10^4-state PDE. ZygoteVJP
+# allocates neither and does no setup work through f (unlike ReverseDiffVJP, which
+# records a tape by calling f, and `nothing`, which probes f with AD). Zygote itself is
+# reached only without a `vjp_p` hook, and the bridge always gives one: so no Julia AD
+# ever runs through Python (SciMLSensitivity#334: silent zero gradients).
 function make_sensealg(name::AbstractString, reltol::Float64, abstol::Float64)
-    name == "GaussAdjoint" &&
-        return SciMLSensitivity.GaussAdjoint(autojacvec = false, autodiff = false)
+    vjp = SciMLSensitivity.ZygoteVJP()
+    name == "GaussAdjoint" && return SciMLSensitivity.GaussAdjoint(autojacvec = vjp)
     name == "InterpolatingAdjoint" &&
-        return SciMLSensitivity.InterpolatingAdjoint(autojacvec = false, autodiff = false)
+        return SciMLSensitivity.InterpolatingAdjoint(autojacvec = vjp)
     name == "QuadratureAdjoint" &&
-        return SciMLSensitivity.QuadratureAdjoint(autojacvec = false, autodiff = false,
+        return SciMLSensitivity.QuadratureAdjoint(autojacvec = vjp,
             abstol = abstol, reltol = reltol)
-    name == "BacksolveAdjoint" &&
-        return SciMLSensitivity.BacksolveAdjoint(autojacvec = false, autodiff = false)
+    name == "BacksolveAdjoint" && return SciMLSensitivity.BacksolveAdjoint(autojacvec = vjp)
     throw(ArgumentError("unknown sensealg \"$name\""))
 end
 

@@ -20,6 +20,13 @@ def main(argv=None) -> int:
         action="store_true",
         help="start Julia, install and precompile its packages, and solve once",
     )
+    julia.add_argument(
+        "--selftest",
+        action="store_true",
+        help="verify the Julia bridge: values and gradients against references, "
+        "stiff and sparse solves, threads, exit and Ctrl-C; prints a pass/fail table",
+    )
+    julia.add_argument("--backend", default="julia", help=argparse.SUPPRESS)
     sub.add_parser("backends", help="list the backends and whether each is available")
     cv = sub.add_parser(
         "crossval", help="values, gradients and timings of every backend, side by side"
@@ -36,7 +43,7 @@ def main(argv=None) -> int:
     if args.command == "backends":
         from ._demo import available_backends
 
-        for name, (ok, why) in available_backends().items():
+        for name, (ok, why) in available_backends(start=False).items():
             print(f"{name:8s} {'available' if ok else 'unavailable'}: {why}")
         return 0
     if args.command == "crossval":
@@ -48,9 +55,16 @@ def main(argv=None) -> int:
         print_report(crossval(names, rtol=args.rtol), args.rtol)
         return 0
     if args.command == "julia":
+        if args.selftest:
+            from ._selftest import run_selftest
+
+            return run_selftest(args.backend)
         from ._demo import julia_warmup
 
-        return julia_warmup() if args.warmup else 0
+        if args.warmup:
+            return julia_warmup()
+        julia.print_help()
+        return 0
     return 1
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 
 from ._backend import backend_names
-from ._julia import julia_status
+from ._julia import JuliaNotAvailableError, JuliaStatus, julia_module, julia_status
 from ._problem import ODEProblem
 from ._solve import solve
 
@@ -21,11 +21,20 @@ def lotka_volterra(t, y, p):
     return jnp.stack([alpha * x - beta * x * z, -gamma * z + delta * x * z])
 
 
-def available_backends() -> dict[str, tuple[bool, str]]:
+def available_backends(start: bool = True) -> dict[str, tuple[bool, str]]:
+    """Each backend name -> `(available, reason)`. With `start`, the Julia backend is
+    started here (juliacall finds or installs Julia), and a failed start is reported
+    with juliacall's reason; without it, only whether juliacall is installed."""
     out = {}
     for name in backend_names():
         if name == "julia":
-            out[name] = julia_status()
+            status = julia_status()
+            if start and status.available:
+                try:
+                    julia_module()
+                except JuliaNotAvailableError as e:
+                    status = JuliaStatus(False, e.reason)
+            out[name] = tuple(status)
         else:
             out[name] = (True, "installed")
     return out

@@ -16,10 +16,13 @@ def pytest_collection_modifyitems(config, items):
     if not julia_items:
         return
     try:
-        from pysciml._julia import julia_status
+        # The same logic as `backend="julia"`: juliacall decides, in a child process
+        # (a failed or hanging start must not take the test session with it).
+        from pysciml._julia import julia_probe
 
-        ok, why = julia_status()
-        reason = f"needs Julia, and {why} (see README, 'Enabling Julia')"
+        ok, why = julia_probe()
+        reason = f"needs Julia, and it did not start here: {why} (see README, " \
+                 "'Enabling Julia')"
     except Exception as e:  # pragma: no cover - defensive: never break collection
         ok, reason = False, f"needs Julia: {e}"
     if not ok:

@@ -2,6 +2,7 @@
 where none exists (every machine of this project's CI); the rest runs everywhere and
 covers every line of the Julia layer except the calls into Julia itself."""
 
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from pysciml import _julia
 from pysciml._backend import julia as julia_backend
 from pysciml._backend.host import (
     NONFINITE,
+    SOLVER_FAILED,
     VECTOR_FIELD_ERROR,
     HostThread,
     NonFiniteError,
@@ -39,91 +41,230 @@ def _callbacks():
 
 
 # --- Needs Julia ---------------------------------------------------------------------
+# The same checks as `python -m pysciml julia --selftest` (pysciml/_selftest.py), one
+# test each: values and gradients against diffrax and closed forms for every Julia
+# sensitivity, explicit and stiff, the sparse heat equation, the host thread, exit and
+# Ctrl-C. `tests/test_selftest.py` runs the same checks on SciPy everywhere.
 
-JULIA_CASES = [
-    (lotka_volterra, jnp.array([1.0, 1.0]), jnp.array([1.5, 1.0, 3.0, 1.0]), 5.0),
-    (lambda t, y, tau: -y / tau, jnp.array([2.0]), jnp.array(1.5), 3.0),
-]
 
+def _julia_check_names():
+    from pysciml._selftest import checks
 
-@pytest.mark.julia
-@pytest.mark.parametrize("sensitivity", [cls() for cls in julia_backend._SENSEALGS],
-                         ids=lambda s: type(s).__name__)
-@pytest.mark.parametrize("case", range(len(JULIA_CASES)))
-def test_julia_agrees_with_diffrax(case, sensitivity):
-    f, y0, args, t1 = JULIA_CASES[case]
-    problem = ps.ODEProblem(f, 0.0, t1)
-    ts = jnp.linspace(0.1, t1, 7)
-
-    def run(backend, solver, sens):
-        def loss(y0, args):
-            ys = ps.solve(problem, y0, args, saveat=ts, backend=backend, solver=solver,
-                          sensitivity=sens, rtol=1e-10, atol=1e-10,
-                          max_steps=100_000).ys
-            return jnp.sum(ys**2), ys
-        return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(y0, args)
-
-    (_, ys_ref), g_ref = run("diffrax", ps.Dopri8(), None)
-    (_, ys), g = run("julia", ps.Dopri8(), sensitivity)
-    for a, b in zip(jax.tree.leaves((ys, g)), jax.tree.leaves((ys_ref, g_ref))):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    return [c.name for c in checks("julia")]
 
 
 @pytest.mark.julia
-def test_julia_runs_on_the_host_thread():
-    jl = _julia.julia_module()
-    assert jl is not None
-    # Julia was started by the host thread, and only ever called from it.
-    threads = []
-    original = julia_backend.JuliaCallbacks.f
+@pytest.mark.parametrize("name", _julia_check_names())
+def test_julia_selftest_check(name):
+    from pysciml._selftest import Skipped, checks
 
-    def f(self, u, p, t):
-        import threading
-
-        threads.append(threading.current_thread())
-        return original(self, u, p, t)
-
-    julia_backend.JuliaCallbacks.f = f
+    check = next(c for c in checks("julia") if c.name == name)
     try:
-        ps.solve(ps.ODEProblem(lambda t, y, k: -k * y, 0.0, 1.0), jnp.ones(2), 1.0,
-                 saveat=jnp.array([1.0]), backend="julia")
-    finally:
-        julia_backend.JuliaCallbacks.f = original
-    assert threads and all(t is HostThread.thread() for t in threads)
+        check.run()
+    except Skipped as e:
+        pytest.skip(f"inconclusive here: {e}")
 
 
 # --- Runs everywhere -----------------------------------------------------------------
 
 
-def test_missing_julia_is_one_clear_error(monkeypatch):
+def test_missing_juliacall_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(_julia, "_module", None)
-    monkeypatch.setattr(
-        _julia, "julia_status",
-        lambda: _julia.JuliaStatus(False, "the Python package `juliacall` is not "
-                                          "installed."),
-    )
+    monkeypatch.setattr(_julia, "_failure", None)
+    monkeypatch.setattr(_julia.importlib.util, "find_spec", lambda name: None)
     problem = ps.ODEProblem(lambda t, y, k: -k * y, 0.0, 1.0)
     with pytest.raises(_julia.JuliaNotAvailableError) as info:
         ps.solve(problem, jnp.ones(2), 1.0, saveat=jnp.array([1.0]), backend="julia")
     message = str(info.value)
-    assert "juliacall" in message
+    assert "`juliacall` is not installed" in message
     assert 'pip install "pysciml[julia]"' in message
-    assert "PYTHON_JULIAPKG_EXE" in message and "PYTHON_JULIACALL_EXE" in message
+    assert "PYTHON_JULIAPKG_EXE" in message and "PYTHON_JULIAPKG_OFFLINE" in message
     assert "backend=\"diffrax\"" in message
+    assert not _julia.julia_status().available
 
 
-def test_julia_status_reasons(monkeypatch):
+def test_julia_status_is_juliacalls_decision(monkeypatch):
+    monkeypatch.setattr(_julia, "_failure", None)
     monkeypatch.setattr(_julia.importlib.util, "find_spec", lambda name: None)
     status = _julia.julia_status()
     assert not status.available and "not installed" in status.reason
+    # juliacall installed: available, whatever PATH holds (juliacall finds or installs
+    # Julia itself, into a prefix that is never on PATH).
     monkeypatch.setattr(_julia.importlib.util, "find_spec", lambda name: object())
-    for var in _julia._EXE_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(_julia.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PATH", "/nonexistent")
     status = _julia.julia_status()
-    assert not status.available and "no Julia executable" in status.reason
-    monkeypatch.setenv("PYTHON_JULIAPKG_EXE", "/opt/julia/bin/julia")
-    assert _julia.julia_status().available
+    assert status.available and "installs it" in status.reason
+    # After a failed start: unavailable, with the failure's reason.
+    monkeypatch.setattr(_julia, "_failure", _julia.JuliaNotAvailableError("boom"))
+    assert _julia.julia_status() == (False, "boom")
+
+
+_NO_JULIA_CHILD = """
+import jax.numpy as jnp, pysciml as ps
+from pysciml import _julia
+try:
+    ps.solve(ps.ODEProblem(lambda t, y, k: -k * y, 0.0, 1.0), jnp.ones(2), 1.0,
+             saveat=jnp.array([1.0]), backend="julia")
+except _julia.JuliaNotAvailableError as e:
+    print("REASON:" + e.reason.replace("\\n", " | "))
+    print("MESSAGE:" + str(e).replace("\\n", " | "))
+    cause = e.__cause__
+    print("CAUSE:" + type(cause).__module__ + "." + type(cause).__name__)
+    import sys
+    print("JULIACALL_IMPORTED:" + str("juliacall" in sys.modules))
+"""
+
+
+@pytest.fixture(scope="module")
+def offline_start(tmp_path_factory):
+    """`backend="julia"` where juliacall is installed but no Julia exists, offline: the
+    real start path (juliacall -> juliapkg), in a child process with a timeout."""
+    import importlib.util
+    import subprocess
+
+    # (`importorskip` would import juliacall here, which starts Julia.)
+    if importlib.util.find_spec("juliacall") is None:
+        pytest.skip("juliacall is not installed (it is in the `dev` extra)")
+    import sys
+
+    env = dict(os.environ, PYTHON_JULIAPKG_OFFLINE="yes", PATH="/usr/bin:/bin")
+    for var in ("PYTHON_JULIAPKG_EXE", "PYTHON_JULIACALL_EXE", "PYTHON_JULIACALL_LIB",
+                "PYTHON_JULIACALL_BINDIR", "PYTHON_JULIACALL_PROJECT"):
+        env.pop(var, None)
+    if _julia_on_this_machine(env):
+        pytest.skip("a Julia exists here: this test is for a machine without one")
+    run = subprocess.run([sys.executable, "-c", _NO_JULIA_CHILD], env=env,
+                         capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path_factory.mktemp("offline"))
+    return run, env
+
+
+def _julia_on_this_machine(env) -> bool:
+    import shutil
+
+    return bool(shutil.which("julia", path=env["PATH"]) or shutil.which("julia"))
+
+
+def test_offline_start_reports_juliacalls_own_failure(offline_start):
+    run, _ = offline_start
+    out = dict(line.split(":", 1) for line in run.stdout.splitlines() if ":" in line
+               and line.split(":", 1)[0] in ("REASON", "MESSAGE", "CAUSE",
+                                              "JULIACALL_IMPORTED"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    # juliapkg's own words, raised by juliacall's `import` (its find_julia found none
+    # and, offline, may not download one): not a pre-check of pysciml's.
+    assert "juliacall could not start Julia" in out["REASON"]
+    assert "could not find Julia" in out["REASON"]
+    assert "PYTHON_JULIAPKG_OFFLINE is set" in out["REASON"]
+    assert out["CAUSE"] == "builtins.Exception"
+    assert 'pip install "pysciml[julia]"' in out["MESSAGE"]
+    assert "pysciml: starting Julia" in run.stderr  # the notice came before the try
+
+
+def test_probe_gives_the_same_reason(offline_start):
+    import subprocess
+    import sys
+
+    run, env = offline_start
+    probe = subprocess.run(
+        [sys.executable, "-c", "from pysciml._julia import julia_probe; "
+         "print(julia_probe(timeout=120))"],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert "available=False" in probe.stdout
+    assert "could not find Julia" in probe.stdout
+
+
+def test_selftest_says_why_it_cannot_run(offline_start):
+    import subprocess
+    import sys
+
+    _, env = offline_start
+    run = subprocess.run([sys.executable, "-m", "pysciml", "julia", "--selftest"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "The Julia self-test cannot run: Julia did not start" in run.stdout
+    assert "could not find Julia" in run.stdout
+
+
+def test_a_failed_start_is_not_retried(monkeypatch):
+    monkeypatch.setattr(_julia, "_module", None)
+    failure = _julia.JuliaNotAvailableError("juliacall could not start Julia: x")
+    monkeypatch.setattr(_julia, "_failure", failure)
+    with pytest.raises(_julia.JuliaNotAvailableError) as info:
+        _julia.julia_module()
+    assert info.value is failure
+
+
+@pytest.mark.parametrize(
+    "env,threads,signals",
+    [
+        ({}, "1", None),  # the default: one thread, Python keeps Ctrl-C
+        ({"JULIA_NUM_THREADS": "8"}, "1", None),  # not inherited
+        ({"PYTHON_JULIACALL_THREADS": "4"}, "4", "yes"),  # PythonCall's advice
+        ({"PYTHON_JULIACALL_THREADS": "auto"}, "auto", "yes"),
+        ({"PYTHON_JULIACALL_THREADS": "4", "PYTHON_JULIACALL_HANDLE_SIGNALS": "no"},
+         "4", "no"),  # the user's choice wins
+    ],
+)
+def test_thread_and_signal_settings(monkeypatch, env, threads, signals):
+    for var in ("PYTHON_JULIACALL_THREADS", "PYTHON_JULIACALL_HANDLE_SIGNALS",
+                "JULIA_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    _julia._thread_and_signal_settings()
+    assert os.environ["PYTHON_JULIACALL_THREADS"] == threads
+    assert os.environ.get("PYTHON_JULIACALL_HANDLE_SIGNALS") == signals
+
+
+def test_shutdown_runs_julias_exit_hook_once_on_the_host_thread(monkeypatch):
+    """The mechanics of `_shutdown` against a stand-in for juliacall's `CONFIG["lib"]`
+    (no Julia is involved or claimed): Julia's exit hook runs once, on the host thread,
+    and juliacall's own atexit hook then finds a no-op."""
+    import sys
+    import threading
+    import types
+
+    calls = []
+
+    class Hook:
+        argtypes = restype = None
+
+        def __call__(self, code):
+            calls.append((code, threading.current_thread()))
+
+    lib = types.SimpleNamespace(jl_atexit_hook=Hook())
+    monkeypatch.setitem(sys.modules, "juliacall",
+                        types.SimpleNamespace(CONFIG={"lib": lib}))
+    monkeypatch.setattr(_julia, "_module", object())
+    monkeypatch.setattr(_julia, "_closed", False)
+    _julia._shutdown()
+    assert calls == [(0, HostThread.thread())]
+    assert _julia._closed
+    # juliacall's at_jl_exit looks the hook up on `lib` when it runs: now a no-op.
+    lib.jl_atexit_hook(0)
+    assert len(calls) == 1
+    _julia._shutdown()  # idempotent
+    assert len(calls) == 1
+    monkeypatch.setattr(_julia, "_failure", None)
+    with pytest.raises(_julia.JuliaNotAvailableError, match="shut down"):
+        monkeypatch.setattr(_julia, "_module", None)
+        _julia.julia_module()
+
+
+def test_sparse_implicit_interpolating_is_refused_before_julia_starts(monkeypatch):
+    started = []
+    monkeypatch.setattr(_julia, "_start", lambda: started.append(1))
+    import scipy.sparse as sp
+
+    problem = ps.ODEProblem(lambda t, y, k: -k * y, 0.0, 1.0,
+                            jac_sparsity=sp.identity(3, format="csr"))
+    for sensitivity in (ps.InterpolatingAdjoint(), ps.BacksolveAdjoint()):
+        with pytest.raises(ValueError, match=r"incomplete sparsity pattern.*"
+                                             r"GaussAdjoint"):
+            ps.solve(problem, jnp.ones(3), 1.0, saveat=jnp.array([1.0]),
+                     backend="julia", solver=ps.FBDF(), sensitivity=sensitivity)
+    assert not started
 
 
 def test_bridge_sources_are_found():
@@ -180,6 +321,10 @@ def test_julia_callbacks_record_the_python_error():
     with pytest.raises(VectorFieldError):
         cb.f(np.ones(2), np.ones(4), 0.0)
     assert cb.code(VECTOR_FIELD_ERROR) == VECTOR_FIELD_ERROR
+    # Code 4 with no Python exception behind it (the bridge's own shape check, say):
+    # a solver failure, whose message the bridge holds.
+    cb = julia_backend.JuliaCallbacks(callbacks)
+    assert cb.code(VECTOR_FIELD_ERROR) == SOLVER_FAILED
 
 
 def test_julia_tables_are_documented_in_the_readme():

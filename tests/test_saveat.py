@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.integrate as si
+from helpers import BACKENDS, LV_P, LV_Y0, central_fd, lotka_volterra
 
 import pysciml as ps
-from helpers import BACKENDS, LV_P, LV_Y0, central_fd, lotka_volterra
 
 PROBLEM = ps.ODEProblem(lotka_volterra, 0.0, 5.0)
 # t0 twice, 1.0 three times, 4.0 twice, and t1.
@@ -24,7 +24,7 @@ def _solve(backend, y0, p, ts=TS, **kw):
 
 
 def _loss(backend):
-    def loss(y0, p, ts=jnp.asarray(TS)):
+    def loss(y0, p, ts=TS):
         return jnp.sum(WEIGHTS * _solve(backend, y0, p, ts).ys ** 2)
 
     return loss

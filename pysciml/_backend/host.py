@@ -98,18 +98,37 @@ class HostThread:
     def is_current(cls) -> bool:
         return threading.current_thread() is cls._thread
 
+    # Set while a Ctrl-C is being honoured: every callback into JAX then raises
+    # `HostInterrupted`, which ends the host solve at its next right-hand side.
+    cancel: bool = False
+
     @classmethod
     def run(cls, fn, *args):
         """Runs `fn(*args)` on the host thread and returns its result (re-raising its
         exception, if any). Called from the host thread itself, runs inline: so host
-        code may call back into JAX, and JAX into host code, without deadlock."""
+        code may call back into JAX, and JAX into host code, without deadlock.
+
+        Ctrl-C while waiting: a `KeyboardInterrupt` must not leave a `pure_callback`
+        (XLA would abort the whole process: "terminate called ... FATAL: exception not
+        rethrown"). So the host solve is cancelled, awaited, and `HostInterrupted`, an
+        ordinary exception that JAX passes on as a runtime error, is raised instead."""
         if cls.is_current():
             return fn(*args)
         cls._ensure_started()
         box: list = []
         done = threading.Event()
         cls._queue.put((fn, args, box, done))
-        done.wait()
+        interrupted = False
+        while True:
+            try:
+                done.wait()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                cls.cancel = True
+        if interrupted:
+            cls.cancel = False
+            raise HostInterrupted(MSG_INTERRUPTED)
         ok, value = box[0]
         if ok:
             return value
@@ -124,6 +143,17 @@ class HostThread:
 # --------------------------------------------------------------------------------------
 # Callbacks from the host solver into JAX
 # --------------------------------------------------------------------------------------
+
+
+MSG_INTERRUPTED = (
+    "KeyboardInterrupt: the host solve was interrupted by Ctrl-C, and stopped at its "
+    "next right-hand-side evaluation."
+)
+
+
+class HostInterrupted(Exception):
+    """Ctrl-C during a host solve: raised in place of `KeyboardInterrupt`, which must
+    not cross a `pure_callback` (see `HostThread.run`)."""
 
 
 class VectorFieldError(Exception):
@@ -154,6 +184,8 @@ def _checked(fn, name):
     that host code maps onto a status code."""
 
     def call(*args):
+        if HostThread.cancel:
+            raise HostInterrupted(MSG_INTERRUPTED)
         try:
             out = np.array(fn(*args))  # a writable copy: host solvers may write to it
         except Exception as e:
@@ -349,6 +381,8 @@ def code_for(exc: BaseException) -> int:
     (once per distinct error); a non-finite state is only a code."""
     if isinstance(exc, NonFiniteError):
         return NONFINITE
+    if isinstance(exc, HostInterrupted):
+        return SOLVER_FAILED  # the caller raises HostInterrupted; nothing to report
     if isinstance(exc, (ValueError, FloatingPointError)) and (
         "inf" in str(exc).lower() or "finite" in str(exc).lower()
     ):
@@ -566,16 +600,16 @@ class AbstractHostBackend(AbstractBackend):
         dropped: then re-solve. Returns `(y0_bar, p_bar, code)`."""
 
     @abc.abstractmethod
-    def host_prepare(self) -> None:
+    def host_prepare(self, problem: FlatProblem, options: SolveOptions) -> None:
         """Called when `solve` is traced, before any callback: make sure the host
-        solver can run (start its runtime), or raise an error that says what is
-        missing."""
+        solver can run this problem with these options (start its runtime), or raise
+        an error that says what is missing or unsupported."""
 
     def _callbacks(self, problem: FlatProblem, n: int, m: int) -> HostCallbacks:
         return host_callbacks(problem.vector_field, n, m, problem.jac_sparsity)
 
     def forward(self, problem, y0, p, ts, options, *, residuals):
-        self.host_prepare()
+        self.host_prepare(problem, options)
         n, m, k = y0.shape[-1], p.shape[-1], ts.shape[-1]
         dtype = y0.dtype
         if problem.jac_sparsity is not None:

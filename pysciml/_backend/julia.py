@@ -27,9 +27,26 @@ from .._solver import (
     Rodas5P,
     Tsit5,
 )
-from .host import NONFINITE, VECTOR_FIELD_ERROR, AbstractHostBackend, code_for
+from .host import (
+    NONFINITE,
+    SOLVER_FAILED,
+    VECTOR_FIELD_ERROR,
+    AbstractHostBackend,
+    code_for,
+)
 
 # pysciml tag -> OrdinaryDiffEq algorithm name, as understood by `julia/solvers.jl`.
+# Where each lives (OrdinaryDiffEq v7 re-exports only Tsit5, Rodas5P and FBDF from its
+# subpackages; DP5, DP8 and Kvaerno5 come from the subpackages the bridge imports).
+_HOMES = {
+    "Tsit5": "OrdinaryDiffEq.Tsit5",
+    "DP5": "OrdinaryDiffEqLowOrderRK.DP5",
+    "DP8": "OrdinaryDiffEqHighOrderRK.DP8",
+    "Kvaerno5": "OrdinaryDiffEqSDIRK.Kvaerno5",
+    "Rodas5P": "OrdinaryDiffEq.Rodas5P",
+    "FBDF": "OrdinaryDiffEq.FBDF",
+}
+_IMPLICIT = (Kvaerno5, Rodas5P, FBDF)
 _ALGS = {
     Tsit5: "Tsit5",
     Dopri5: "DP5",
@@ -93,9 +110,12 @@ class JuliaCallbacks:
         return self._vjp(lam, u, p, t)[self.callbacks.n :].copy()
 
     def code(self, code: int) -> int:
-        """Refines a bridge code with the Python exception behind it, reporting it."""
-        if code == VECTOR_FIELD_ERROR and self.error is not None:
-            return code_for(self.error)
+        """Refines a bridge code with the Python exception behind it, reporting it.
+        The bridge's code 4 means "a Python callback raised"; without a recorded
+        exception there is nothing behind it to report, so it is a solver failure
+        (whose message the bridge holds)."""
+        if code == VECTOR_FIELD_ERROR:
+            return SOLVER_FAILED if self.error is None else code_for(self.error)
         return code
 
 
@@ -118,7 +138,7 @@ def _julia_message(jl, what: str, options) -> None:
     if message:
         print(
             f"pysciml: Julia {what} failed with solver={type(options.solver).__name__}() "
-            f"(OrdinaryDiffEq.{_ALGS[type(options.solver)]}), "
+            f"({_HOMES[_ALGS[type(options.solver)]]}), "
             f"sensitivity={type(options.sensitivity).__name__}():\n  {message}",
             file=sys.stderr,
         )
@@ -133,30 +153,35 @@ class JuliaBackend(AbstractHostBackend):
 
     | pysciml              | Julia                                               |
     |----------------------|-----------------------------------------------------|
-    | `Tsit5` (default)    | `Tsit5()`                                           |
-    | `Dopri5`             | `DP5()`                                             |
-    | `Dopri8`             | `DP8()`                                             |
-    | `Kvaerno5`           | `Kvaerno5()` (finite-difference Jacobian)           |
-    | `Rodas5P`            | `Rodas5P()` (finite-difference Jacobian)            |
-    | `FBDF`               | `FBDF()` (finite-difference Jacobian)               |
-    | `GaussAdjoint` (default) | `GaussAdjoint(autojacvec=false)` + `vjp` hooks  |
-    | `InterpolatingAdjoint` | `InterpolatingAdjoint(autojacvec=false)`          |
-    | `QuadratureAdjoint`  | `QuadratureAdjoint(autojacvec=false)`               |
-    | `BacksolveAdjoint`   | `BacksolveAdjoint(autojacvec=false)`                |
+    | `Tsit5` (default)    | `OrdinaryDiffEq.Tsit5()`                            |
+    | `Dopri5`             | `OrdinaryDiffEqLowOrderRK.DP5()`                    |
+    | `Dopri8`             | `OrdinaryDiffEqHighOrderRK.DP8()`                   |
+    | `Kvaerno5`           | `OrdinaryDiffEqSDIRK.Kvaerno5()` (finite-difference Jacobian) |
+    | `Rodas5P`            | `OrdinaryDiffEq.Rodas5P()` (finite-difference Jacobian) |
+    | `FBDF`               | `OrdinaryDiffEq.FBDF()` (finite-difference Jacobian) |
+    | `GaussAdjoint` (default) | `GaussAdjoint(autojacvec=ZygoteVJP())` + `vjp` hooks |
+    | `InterpolatingAdjoint` | `InterpolatingAdjoint(autojacvec=ZygoteVJP())`    |
+    | `QuadratureAdjoint`  | `QuadratureAdjoint(autojacvec=ZygoteVJP())`         |
+    | `BacksolveAdjoint`   | `BacksolveAdjoint(autojacvec=ZygoteVJP())`          |
+
+    `ZygoteVJP` only keeps SciMLSensitivity from allocating dense Jacobians: the `vjp`
+    hooks are used first, so Zygote never runs (julia/NOTES.md).
+
+    The adjoint is integrated with the forward solver, so stiff problems get stiff
+    adjoints (implicit, with finite-difference Jacobians of the adjoint system: Float64
+    only, no dual numbers reach Python).
 
     With `ODEProblem(jac_sparsity=...)`, the implicit solvers get the pattern as a
-    sparse `jac_prototype` (coloured finite differences and a sparse linear solver;
-    written from the OrdinaryDiffEq sources, never run).
-
-    Stiff solvers run on the forward pass only: the adjoint pass uses `Tsit5`, since an
-    implicit adjoint solver would push ForwardDiff dual numbers into Python.
+    sparse `jac_prototype` (coloured finite differences and a sparse linear solver), and
+    `GaussAdjoint`/`QuadratureAdjoint` derive the adjoint's pattern from it. Written
+    from the OrdinaryDiffEq and SciMLSensitivity sources, never run.
 
     This backend has never been executed in pysciml's CI: no Julia exists there.
     """
 
     name: ClassVar[str] = "julia"
     solvers: ClassVar[dict[type[AbstractSolver], str]] = {
-        k: f"OrdinaryDiffEq.{v}" for k, v in _ALGS.items()
+        k: _HOMES[v] for k, v in _ALGS.items()
     }
     sensitivities: ClassVar[dict[type[AbstractSensitivity], str]] = {
         k: f"SciMLSensitivity.{v}" for k, v in _SENSEALGS.items()
@@ -164,7 +189,25 @@ class JuliaBackend(AbstractHostBackend):
     default_solver: ClassVar[AbstractSolver] = Tsit5()
     default_sensitivity: ClassVar[AbstractSensitivity] = GaussAdjoint()
 
-    def host_prepare(self):
+    def host_prepare(self, problem, options):
+        # SciMLSensitivity builds the adjoint `jac_prototype` of InterpolatingAdjoint
+        # and BacksolveAdjoint from the forward pattern without the block that couples
+        # the parameter gradient to λ (interpolating_adjoint.jl, backsolve_adjoint.jl:
+        # `[Jᵀ 0; 0 I]`), and no keyword overrides it: coloured finite differences would
+        # then fold that block into wrong Newton-matrix entries.
+        if (
+            problem.jac_sparsity is not None
+            and isinstance(options.solver, _IMPLICIT)
+            and isinstance(options.sensitivity, (InterpolatingAdjoint, BacksolveAdjoint))
+        ):
+            raise ValueError(
+                f"`sensitivity={type(options.sensitivity).__name__}()` with "
+                f"`solver={type(options.solver).__name__}()` and "
+                "`ODEProblem(jac_sparsity=...)` is not supported by the 'julia' backend: "
+                "SciMLSensitivity gives that adjoint an incomplete sparsity pattern. Use "
+                "`sensitivity=ps.GaussAdjoint()` (the default) or "
+                "`ps.QuadratureAdjoint()`, whose adjoint pattern is complete."
+            )
         # Start Julia (or fail with what to install) at trace time, on the host
         # thread, rather than inside a callback; listing `solvers` starts nothing.
         julia_module()

@@ -234,7 +234,7 @@ class ScipyBackend(AbstractHostBackend):
             return None, sparsity
         return (lambda t, y: callbacks.jac(t, y, p)), None
 
-    def host_prepare(self):
+    def host_prepare(self, problem, options):
         pass  # SciPy is imported with this module: nothing to start.
 
     def _solve(self, callbacks, problem, y0, p, ts, options, *, dense):

@@ -1,0 +1,496 @@
+"""`python -m pysciml julia --selftest`: the one command that verifies the Julia bridge
+where Julia exists, with a pass/fail table and no pytest knowledge needed.
+
+Every check compares with a reference from outside the backend under test: closed
+forms (matrix exponentials and their Fréchet derivatives, the exact solution of the
+semi-discrete heat equation), or the diffrax backend at tight tolerances. The checks
+are written for any host backend: CI runs them on SciPy (`tests/test_selftest.py`), so
+every line here runs on every machine; only `backend="julia"` verifies Julia.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from ._backend import get_backend
+from ._backend.host import HostThread
+from ._problem import ODEProblem
+from ._sensitivity import BacksolveAdjoint
+from ._solution import RESULTS
+from ._solve import solve
+from ._solver import LSODA, AbstractImplicitSolver, Dopri8
+
+
+class Check(NamedTuple):
+    """One check: `run()` returns a one-line detail, or raises (an `AssertionError`
+    for a wrong number) when the check fails."""
+
+    name: str
+    run: Callable[[], str]
+
+
+class Skipped(Exception):
+    """A check that cannot conclude here (the detail says why)."""
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-300))
+
+
+def _expect(name: str, got, want, rtol: float) -> float:
+    err = _rel(got, want)
+    if not err <= rtol:  # also catches NaN
+        raise AssertionError(f"{name}: relative error {err:.1e} > {rtol:.0e}")
+    return err
+
+
+# --- Lotka-Volterra against diffrax, every sensitivity ---------------------------------
+
+
+def _lotka_volterra(t, y, p):
+    x, z = y[0], y[1]
+    return jnp.stack([p[0] * x - p[1] * x * z, -p[2] * z + p[3] * x * z])
+
+
+LV = ODEProblem(_lotka_volterra, 0.0, 5.0)
+LV_Y0 = np.array([1.0, 1.0])
+LV_P = np.array([1.5, 1.0, 3.0, 1.0])
+# t0 and a repeated time included: both are handled by pysciml, not the backend.
+LV_TS = np.array([0.0, 0.5, 0.5, 1.7, 3.0, 5.0])
+LV_W = np.cos(np.arange(LV_TS.size * 2.0)).reshape(-1, 2)
+
+
+def _lv_value_and_grad(backend, solver, sensitivity, tol):
+    def loss(y0, p):
+        ys = solve(LV, y0, p, saveat=LV_TS, backend=backend, solver=solver,
+                   sensitivity=sensitivity, rtol=tol, atol=tol, max_steps=100_000).ys
+        return jnp.sum(LV_W * ys**2)
+
+    return jax.value_and_grad(loss, argnums=(0, 1))(jnp.asarray(LV_Y0),
+                                                    jnp.asarray(LV_P))
+
+
+def _explicit_check(backend, sensitivity):
+    def run():
+        value, (g_y0, g_p) = _lv_value_and_grad(backend, Dopri8(), sensitivity, 1e-10)
+        ref, (r_y0, r_p) = _lv_value_and_grad("diffrax", Dopri8(), None, 1e-12)
+        errs = [_expect("value", value, ref, 1e-6), _expect("dL/dy0", g_y0, r_y0, 1e-6),
+                _expect("dL/dp", g_p, r_p, 1e-6)]
+        return f"max rel. error {max(errs):.1e} vs diffrax Dopri8 at 1e-12"
+
+    return Check(f"Lotka-Volterra Dopri8 {type(sensitivity).__name__}", run)
+
+
+# --- A stiff linear system against its matrix exponential -----------------------------
+
+
+def _stiff_field(t, y, p):
+    return jnp.array([[-p[0], p[0] - p[1]], [0.0, -p[1]]]) @ y
+
+
+STIFF = ODEProblem(_stiff_field, 0.0, 2.0)
+# y0 = (2, 1) excites the fast mode (at (1, 1) it has zero amplitude, and a
+# discretise-then-optimise gradient along it has no error control).
+STIFF_Y0 = np.array([2.0, 1.0])
+STIFF_P = np.array([1e3, 1.0])
+STIFF_TS = np.array([0.001, 0.01, 0.1, 1.0, 2.0])
+STIFF_W = np.array([[1.0, -0.5], [0.3, 2.0], [-1.0, 0.7], [0.2, 0.4], [1.5, -1.0]])
+
+
+def _stiff_truth():
+    """Loss Σ w·y(t) and its gradient from `expm(A t) y0` and its Fréchet derivative
+    (scipy.linalg.expm_frechet): exact, from outside pysciml."""
+    lam, mu = STIFF_P
+    a = np.array([[-lam, lam - mu], [0.0, -mu]])
+    d_a = [np.array([[-1.0, 1.0], [0.0, 0.0]]), np.array([[0.0, -1.0], [0.0, -1.0]])]
+    value, g_y0, g_p = 0.0, np.zeros(2), np.zeros(2)
+    for t, w in zip(STIFF_TS, STIFF_W):
+        e = scipy.linalg.expm(a * t)
+        value += w @ e @ STIFF_Y0
+        g_y0 += e.T @ w
+        for i, da in enumerate(d_a):
+            g_p[i] += w @ scipy.linalg.expm_frechet(a * t, da * t)[1] @ STIFF_Y0
+    return value, g_y0, g_p
+
+
+def _stiff_check(backend, solver, sensitivity):
+    def run():
+        def loss(y0, p):
+            ys = solve(STIFF, y0, p, saveat=STIFF_TS, backend=backend, solver=solver,
+                       sensitivity=sensitivity, rtol=1e-9, atol=1e-11,
+                       max_steps=100_000).ys
+            return jnp.sum(STIFF_W * ys)
+
+        value, (g_y0, g_p) = jax.value_and_grad(loss, argnums=(0, 1))(
+            jnp.asarray(STIFF_Y0), jnp.asarray(STIFF_P))
+        ref, r_y0, r_p = _stiff_truth()
+        errs = [_expect("value", value, ref, 1e-6), _expect("dL/dy0", g_y0, r_y0, 1e-5),
+                _expect("dL/dp", g_p, r_p, 1e-5)]
+        return f"max rel. error {max(errs):.1e} vs expm and its Fréchet derivative"
+
+    return Check(f"stiff linear λ=1e3 {type(solver).__name__} "
+                 f"{type(sensitivity).__name__}", run)
+
+
+# --- The heat equation on 256 nodes with a sparse Jacobian ----------------------------
+
+
+HEAT_N = 256
+HEAT_D = 0.5
+HEAT_TS = np.array([0.02, 0.05, 0.1])
+HEAT_MODES = {1: 1.0, 3: 0.5}
+
+
+def _heat_truth(x, weights):
+    """The exact solution of the semi-discrete problem: sin(kπx) on the nodes is an
+    eigenvector of the second-order Laplacian, eigenvalue -(4/h²) sin²(kπh/2)."""
+    h = x[1] - x[0]
+    value, grad = 0.0, 0.0
+    for t, w in zip(HEAT_TS, weights):
+        for k, a in HEAT_MODES.items():
+            lam = -(4 / h**2) * np.sin(k * np.pi * h / 2) ** 2
+            mode = a * np.sin(k * np.pi * x) * np.exp(HEAT_D * lam * t)
+            value += w @ mode
+            grad += w @ (lam * t * mode)
+    return value, grad
+
+
+def _heat_check(backend, solver):
+    def run():
+        from . import pde
+
+        grid = pde.Grid1D(0.0, 1.0, HEAT_N, pde.Dirichlet(0.0))
+        problem = ODEProblem(lambda t, u, d: d * pde.laplacian(u, grid), 0.0, 0.1,
+                             jac_sparsity=grid.jac_sparsity())
+        x = np.asarray(grid.x)
+        u0 = sum(a * np.sin(k * np.pi * x) for k, a in HEAT_MODES.items())
+        weights = np.stack([np.cos(3 * x + t) for t in range(HEAT_TS.size)])
+
+        def loss(d):
+            ys = solve(problem, jnp.asarray(u0), d, saveat=HEAT_TS, backend=backend,
+                       solver=solver, rtol=1e-9, atol=1e-11, max_steps=100_000).ys
+            return jnp.sum(weights * ys)
+
+        start = time.perf_counter()
+        value, grad = jax.value_and_grad(loss)(HEAT_D)
+        elapsed = time.perf_counter() - start
+        ref, ref_grad = _heat_truth(x, weights)
+        errs = [_expect("value", value, ref, 1e-6),
+                _expect("dL/dD", grad, ref_grad, 1e-5)]
+        return (f"max rel. error {max(errs):.1e} vs the exact semi-discrete solution; "
+                f"value and gradient in {elapsed:.1f} s (compilation included)")
+
+    return Check(f"heat n={HEAT_N} {type(solver).__name__} sparse Jacobian", run)
+
+
+# --- Threads, exit and Ctrl-C ---------------------------------------------------------
+
+
+def _thread_check(backend):
+    def run():
+        backend_obj = get_backend(backend)
+        cls = type(backend_obj)
+        original = cls._callbacks
+        threads = set()
+
+        def recording(self, problem, n, m):
+            callbacks = original(self, problem, n, m)
+            f = callbacks.f
+
+            def f_recorded(*args):
+                threads.add(threading.current_thread())
+                return f(*args)
+
+            return callbacks._replace(f=f_recorded)
+
+        cls._callbacks = recording
+        try:
+            problem = ODEProblem(lambda t, y, k: -k * y, 0.0, 1.0)
+            jax.grad(lambda k: jnp.sum(solve(problem, jnp.ones(2), k,
+                                             saveat=jnp.array([0.5, 1.0]),
+                                             backend=backend).ys))(1.0)
+        finally:
+            cls._callbacks = original
+        if not threads:
+            raise AssertionError("the vector field was never called")
+        if threads != {HostThread.thread()}:
+            raise AssertionError(f"the vector field ran on {threads}, not only on the "
+                                 "host thread")
+        return "every right-hand side ran on the pysciml-host thread"
+
+    return Check("host thread", run)
+
+
+_CHILD_PREAMBLE = """
+import sys, time
+import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+import pysciml as ps
+backend = sys.argv[1]
+"""
+
+
+def _child(code: str, backend: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD_PREAMBLE + textwrap.dedent(code), backend],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True, env=env,
+    )
+
+
+def _exit_check(backend, timeout):
+    def run():
+        start = time.perf_counter()
+        child = _child("""
+            problem = ps.ODEProblem(lambda t, y, k: -k * y, 0.0, 1.0)
+            f = lambda k: jnp.sum(ps.solve(problem, jnp.ones(2), k,
+                                           saveat=jnp.array([1.0]), backend=backend).ys)
+            print("solved", float(jax.grad(f)(1.0)))
+        """, backend)
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.communicate()
+            stage = "it solved, then hung at exit" if "solved" in out else "no solve"
+            raise AssertionError(f"the child did not exit within {timeout} s ({stage})") from None
+        elapsed = time.perf_counter() - start
+        if child.returncode != 0 or "solved" not in out:
+            raise AssertionError(f"exit code {child.returncode}: "
+                                 + " / ".join(err.strip().splitlines()[-3:]))
+        return f"one solve and its gradient, then a clean exit, in {elapsed:.1f} s"
+
+    return Check("exit after a solve", run)
+
+
+def _ctrl_c_check(backend, timeout):
+    def run():
+        child = _child("""
+            def lv(t, y, p):
+                return jnp.stack([p[0]*y[0] - p[1]*y[0]*y[1],
+                                  -p[2]*y[1] + p[3]*y[0]*y[1]])
+            problem = ps.ODEProblem(lv, 0.0, 1e6)
+            p = jnp.array([1.5, 1.0, 3.0, 1.0])
+            # Compile (and start the backend) on a short solve first.
+            ps.solve(problem, jnp.ones(2), p, saveat=jnp.array([1.0]), backend=backend)
+            print("started", flush=True)
+            try:
+                ps.solve(problem, jnp.ones(2), p, saveat=jnp.array([1e6]),
+                         backend=backend, rtol=1e-12, atol=1e-12, max_steps=10**9)
+                print("finished")
+            except KeyboardInterrupt:
+                print("KeyboardInterrupt")
+            except Exception as e:
+                print("raised", type(e).__name__, "interrupted by Ctrl-C" in str(e))
+            print("alive")
+        """, backend)
+        try:
+            line = ""
+            deadline = time.monotonic() + timeout
+            while "started" not in line and time.monotonic() < deadline:
+                line = child.stdout.readline()
+                if not line and child.poll() is not None:
+                    break
+            if "started" not in line:
+                raise AssertionError("the child never started its long solve: "
+                                     + " / ".join(child.stderr.read().splitlines()[-3:]))
+            time.sleep(2.0)
+            sent = time.perf_counter()
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            raise AssertionError("the child did not stop within 60 s of Ctrl-C") from None
+        waited = time.perf_counter() - sent
+        if child.returncode < 0:
+            raise AssertionError(f"the child died of signal {-child.returncode} "
+                                 "(an exception left a pure_callback?)")
+        if "alive" not in out or "finished" in out:
+            raise AssertionError(f"unexpected output {out.strip()!r}; stderr: "
+                                 + " / ".join(err.strip().splitlines()[-3:]))
+        how = out.strip().splitlines()[-2]
+        return f"Ctrl-C stopped the solve after {waited:.2f} s ({how}); process alive"
+
+    return Check("Ctrl-C during a solve", run)
+
+
+# --- Failure reports -------------------------------------------------------------------
+
+
+def _adjoint_max_steps_check(backend):
+    def run():
+        def steps(max_steps):
+            def loss(p):
+                return jnp.sum(solve(LV, jnp.asarray(LV_Y0), p, saveat=LV_TS,
+                                     backend=backend, rtol=1e-10, atol=1e-10,
+                                     max_steps=max_steps, throw=False).ys)
+
+            sol = solve(LV, jnp.asarray(LV_Y0), jnp.asarray(LV_P), saveat=LV_TS,
+                        backend=backend, rtol=1e-10, atol=1e-10, max_steps=max_steps,
+                        throw=False)
+            return sol, jax.grad(loss)(jnp.asarray(LV_P))
+
+        # The throw=True failure below is expected: JAX logs the callback error that
+        # carries it, which is noise here.
+        logger = logging.getLogger("jax._src.callback")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)
+        try:
+            return _adjoint_max_steps(steps)
+        finally:
+            logger.setLevel(level)
+
+    def _adjoint_max_steps(steps):
+        sol, _ = steps(100_000)
+        forward_steps = int(sol.stats["num_steps"])
+        sol, grad = steps(forward_steps + 1)
+        if sol.result != RESULTS.successful:
+            raise Skipped(f"the forward solve failed with max_steps={forward_steps + 1}")
+        if np.all(np.isfinite(np.asarray(grad))):
+            raise Skipped(f"the adjoint needed at most {forward_steps + 1} steps")
+        # The gradient is NaN: with throw=True the same solve must say why.
+        try:
+            jax.grad(lambda p: jnp.sum(solve(LV, jnp.asarray(LV_Y0), p, saveat=LV_TS,
+                                             backend=backend, rtol=1e-10, atol=1e-10,
+                                             max_steps=forward_steps + 1).ys))(
+                jnp.asarray(LV_P)).block_until_ready()
+        except Exception as e:
+            if "maximum number of solver steps" not in str(e):
+                raise AssertionError(f"the adjoint failed, but reported: "
+                                     f"{str(e).splitlines()[0]}") from None
+            return (f"max_steps={forward_steps + 1}: the forward solve succeeds, the "
+                    "adjoint reports max_steps_reached")
+        raise AssertionError("throw=True gave a NaN gradient and no error")
+
+    return Check("adjoint stopped by max_steps", run)
+
+
+def _shape_error_check():
+    def run():
+        from ._julia import julia_module
+
+        jl = julia_module()
+
+        def bad(*args):
+            return np.zeros(3)
+
+        def work():
+            return jl.forward(bad, bad, bad, np.ones(2), np.ones(1), 0.0, 1.0,
+                              np.array([1.0]), "Tsit5", 1e-6, 1e-8, 100)
+
+        _, code, *_ = HostThread.run(work)
+        message = str(HostThread.run(jl.last_error))
+        if int(code) != 5 or "returned an array of shape (3,)" not in message:
+            raise AssertionError(f"code {int(code)}, message {message!r}")
+        return f"reported as: {message}"
+
+    return Check("callback of the wrong shape", run)
+
+
+def _start_check():
+    def run():
+        from ._julia import julia_module
+
+        start = time.perf_counter()
+        jl = julia_module()
+        elapsed = time.perf_counter() - start
+        return f"{HostThread.run(lambda: str(jl.versions()))} (start {elapsed:.1f} s)"
+
+    return Check("start Julia and load the bridge", run)
+
+
+# --- The list -----------------------------------------------------------------------
+
+
+def checks(backend: str = "julia") -> list[Check]:
+    """The checks for one host backend, built from its own solver and sensitivity
+    tables.
+
+    **Arguments:**
+
+    - `backend`: `"julia"`, or `"scipy"` to run the same checks on SciPy.
+
+    **Returns:**
+
+    A list of `Check`s.
+    """
+    table = get_backend(backend)
+    adjoints = list(table.sensitivities)
+    implicit = [s for s in table.solvers if issubclass(s, AbstractImplicitSolver | LSODA)]
+    out = [_start_check()] if backend == "julia" else []
+    out += [_explicit_check(backend, s()) for s in adjoints]
+    # BacksolveAdjoint re-integrates the state backward, which is unstable on a stiff
+    # problem whatever the solver (the fast mode grows backward): not checked there.
+    out += [_stiff_check(backend, solver(), s()) for solver in implicit
+            for s in adjoints if s is not BacksolveAdjoint]
+    heat_solver = next(s for s in implicit if s.__name__ in ("FBDF", "QNDF"))
+    out.append(_heat_check(backend, heat_solver()))
+    out.append(_adjoint_max_steps_check(backend))
+    if backend == "julia":
+        out.append(_shape_error_check())
+    timeout = 900 if backend == "julia" else 120
+    out += [_thread_check(backend), _exit_check(backend, timeout),
+            _ctrl_c_check(backend, timeout)]
+    return out
+
+
+def run_selftest(backend: str = "julia", stream=None) -> int:
+    """Runs every check and prints a table.
+
+    **Arguments:**
+
+    - `backend`: the host backend to check (`"julia"` by default).
+    - `stream`: where to print (default: standard output).
+
+    **Returns:**
+
+    An exit status: 0 if every check passed, 1 if one failed, 2 if the backend could
+    not be started at all (the reason is printed).
+    """
+    stream = stream or sys.stdout
+    jax.config.update("jax_enable_x64", True)
+    if backend == "julia":
+        from ._julia import JuliaNotAvailableError, julia_module
+
+        try:
+            julia_module()
+        except JuliaNotAvailableError as e:
+            print(f"The Julia self-test cannot run: Julia did not start.\n\n{e}",
+                  file=stream)
+            return 2
+    rows = []
+    for check in checks(backend):
+        start = time.perf_counter()
+        try:
+            status, detail = "pass", check.run()
+        except Skipped as e:
+            status, detail = "skip", str(e)
+        except Exception as e:
+            status, detail = "FAIL", f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        rows.append((check.name, status, time.perf_counter() - start, detail))
+        print(f"  {status:4s}  {check.name}", file=stream, flush=True)
+    width = max(len(r[0]) for r in rows)
+    print(f"\npysciml self-test of the {backend!r} backend\n", file=stream)
+    print(f"| {'check':{width}s} | result | time s | detail |", file=stream)
+    print(f"|{'-' * (width + 2)}|--------|-------:|--------|", file=stream)
+    for name, status, elapsed, detail in rows:
+        print(f"| {name:{width}s} | {status:6s} | {elapsed:6.1f} | {detail} |",
+              file=stream)
+    failed = sum(r[1] == "FAIL" for r in rows)
+    print(f"\nself-test: {len(rows) - failed} of {len(rows)} checks passed or skipped",
+          file=stream)
+    return 1 if failed else 0

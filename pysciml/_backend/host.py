@@ -364,7 +364,11 @@ def _report_once(header: str, exc: BaseException) -> None:
     """Prints `header` and the traceback of `exc` to stderr, once per distinct error
     (type and message): inside inference the same failure recurs at every proposal,
     and one copy tells the user everything."""
-    key = (type(exc).__name__, str(exc))
+    # Keyed by the type and the last line of the message: an error raised inside a
+    # JAX callback carries a whole traceback in its text, whose last line is the
+    # error itself.
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    key = (type(exc).__name__, lines[-1] if lines else "")
     if key in _REPORTED:
         return
     _REPORTED.add(key)

@@ -38,6 +38,9 @@ from ._sensitivity import (
     DiscreteAdjoint as DiscreteAdjoint,
 )
 from ._sensitivity import (
+    ForwardSensitivity as ForwardSensitivity,
+)
+from ._sensitivity import (
     GaussAdjoint as GaussAdjoint,
 )
 from ._sensitivity import (

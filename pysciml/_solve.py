@@ -13,8 +13,13 @@ import numpy as np
 from ._backend import get_backend
 from ._backend.base import AbstractBackend, FlatProblem, SolveOptions
 from ._flatten import FlatVectorField, spec_of, split_args
-from ._problem import ODEProblem
-from ._sensitivity import AbstractSensitivity
+from ._forward import (
+    MSG_TOO_MANY_DIRECTIONS,
+    ForwardSensitivityField,
+    augmented_sparsity,
+)
+from ._problem import ODEProblem, _Frozen
+from ._sensitivity import AbstractSensitivity, ForwardSensitivity
 from ._solution import RESULTS, Solution, result_from_code
 from ._solver import AbstractSolver
 
@@ -191,9 +196,59 @@ def _solve_flat_bwd(static: _Static, saved, cotangents):
 
 _solve_flat.defvjp(_solve_flat_fwd, _solve_flat_bwd)
 
+
+# The forward-sensitivity path: the backend's plain `forward` as the primal, and a JVP
+# rule that solves the sensitivity equations with the same backend, through this very
+# function. The tangent is `S @ (dy0, dp)`, a matrix product with a primal value: JAX
+# transposes it for reverse mode (and keeps `S` from the forward pass, so `grad` costs
+# no backward solve), and differentiating the rule again augments once more, so
+# `jax.hessian` works on every backend.
+@ft.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _solve_flat_forward_mode(static: _Static, y0, p, ts):
+    out, _ = static.backend.forward(
+        static.problem, y0, p, ts, static.options, residuals=False
+    )
+    return out
+
+
+@ft.lru_cache(maxsize=32)
+def _augmented_pattern(pattern: _Frozen, n: int, m: int) -> _Frozen:
+    # One object per (pattern, n, m): host backends cache their Jacobians by identity.
+    return _Frozen(augmented_sparsity(pattern.value, n, m))
+
+
+def _augmented(static: _Static, n: int, m: int) -> tuple[_Static, ForwardSensitivityField]:
+    problem = static.problem
+    field = ForwardSensitivityField(problem.vector_field, n, m)
+    pattern = problem.jac_sparsity
+    flat = FlatProblem(
+        vector_field=field,
+        t0=problem.t0,
+        t1=problem.t1,
+        jac_sparsity=None if pattern is None else _augmented_pattern(pattern, n, m),
+    )
+    return _Static(static.backend, flat, static.options), field
+
+
+@_solve_flat_forward_mode.defjvp
+def _solve_flat_forward_mode_jvp(static: _Static, primals, tangents):
+    y0, p, ts = primals
+    dy0, dp, _ = tangents  # Save times are not differentiated.
+    n, m = y0.shape[-1], p.shape[-1]
+    aug, field = _augmented(static, n, m)
+    zs, code, stats = _solve_flat_forward_mode(aug, field.initial_state(y0), p, ts)
+    ys, s = field.split(zs)
+    dys = s @ jnp.concatenate([dy0, dp])
+    no_tangent = jtu.tree_map(
+        lambda x: np.zeros(jnp.shape(x), jax.dtypes.float0), (code, stats)
+    )
+    return (ys, code, stats), (dys, *no_tangent)
+
+
 # Outside any jit (eager use), each call would otherwise re-trace the backend, and
 # re-compile its `pure_callback` (~8 ms on host backends). Inside a jit it is inlined.
 _solve_flat_jit = jax.jit(_solve_flat, static_argnums=0)
+_solve_flat_forward_mode_jit = jax.jit(_solve_flat_forward_mode, static_argnums=0)
 
 
 def solve(
@@ -255,9 +310,12 @@ def solve(
     if sensitivity is None:
         sensitivity = backend.default_sensitivity
     _check_option("solver", solver, AbstractSolver, backend.solvers, backend)
-    _check_option(
-        "sensitivity", sensitivity, AbstractSensitivity, backend.sensitivities, backend
-    )
+    forward_mode = isinstance(sensitivity, ForwardSensitivity)
+    if not forward_mode:  # forward sensitivities are `solve`'s own, on every backend
+        _check_option(
+            "sensitivity", sensitivity, AbstractSensitivity, backend.sensitivities,
+            backend,
+        )
     _check_positive("rtol", rtol, numbers.Real)
     _check_positive("atol", atol, numbers.Real)
     _check_positive("max_steps", max_steps, numbers.Integral)
@@ -290,9 +348,12 @@ def solve(
     )
     y0_flat = y_spec.flatten(y0)
     p_flat = p_spec.flatten(dynamic_args, dtype=p_spec.dtype if p_spec.dtypes else dtype)
-    ys, code, stats = _solve_flat_jit(
-        _Static(backend, flat, options), y0_flat, p_flat, ts
-    )
+    if forward_mode and y_spec.size + p_spec.size > sensitivity.max_directions:
+        raise ValueError(MSG_TOO_MANY_DIRECTIONS.format(
+            n=y_spec.size, m=p_spec.size, directions=y_spec.size + p_spec.size,
+            limit=sensitivity.max_directions))
+    solve_flat = _solve_flat_forward_mode_jit if forward_mode else _solve_flat_jit
+    ys, code, stats = solve_flat(_Static(backend, flat, options), y0_flat, p_flat, ts)
 
     if finite:
         # Traced inputs: NaN or Inf is only known at run time.

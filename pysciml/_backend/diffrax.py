@@ -11,6 +11,7 @@ from .._sensitivity import (
     BacksolveAdjoint,
     DirectAdjoint,
     DiscreteAdjoint,
+    ForwardSensitivity,
 )
 from .._solution import RESULTS
 from .._solver import AbstractSolver, Dopri5, Dopri8, Kvaerno5, Tsit5
@@ -31,6 +32,10 @@ def _adjoint(sensitivity: AbstractSensitivity) -> diffrax.AbstractAdjoint:
         return diffrax.DirectAdjoint()
     if isinstance(sensitivity, BacksolveAdjoint):
         return diffrax.BacksolveAdjoint()
+    if isinstance(sensitivity, ForwardSensitivity):
+        # `solve` differentiates this solve by its own rule (the sensitivity equations,
+        # solved by this backend); the solve itself is never differentiated by diffrax.
+        return diffrax.ForwardMode()
     raise AssertionError(sensitivity)  # `solve` checked support against the table.
 
 

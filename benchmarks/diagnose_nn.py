@@ -2,10 +2,11 @@
 `overhead.py --part nn`, in variants that each add or remove one thing that pysciml
 does. A diagnostic, not a benchmark with a goal.
 
-    .venv/bin/python benchmarks/diagnose_nn.py [--quick]
+    .venv/bin/python benchmarks/diagnose_nn.py            # 31 rounds
+    .venv/bin/python benchmarks/diagnose_nn.py --quick    # a smoke run: 7 rounds
 
-Variants (all float32, identical numbers; ratios against raw Diffrax, timed
-alternately with it):
+Variants (all float32, identical numbers; paired ratios against raw Diffrax over
+interleaved rounds, median and IQR):
 
 - raw diffrax: the anchor of `overhead.py`.
 - raw, params flat, unflattened in the field: the MLP's parameters flattened to one
@@ -31,7 +32,13 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", False)
 
 import equinox as eqx  # noqa: E402
-from _common import compare  # noqa: E402
+from _common import (  # noqa: E402
+    Run,
+    add_rounds_arguments,
+    compare,
+    ratio_cell,
+    rounds_of,
+)
 from overhead import check_same_step, nn_setup  # noqa: E402
 
 from pysciml._flatten import spec_of, split_args  # noqa: E402
@@ -39,10 +46,11 @@ from pysciml._flatten import spec_of, split_args  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    add_rounds_arguments(parser, default=31, quick=7)
     args = parser.parse_args()
-    rounds = 7 if args.quick else 31
+    rounds = rounds_of(args)
 
+    run = Run("diagnose_nn")
     s = nn_setup()
     dynamic, static = split_args(s.mlp)
     p_spec = spec_of(dynamic)
@@ -88,26 +96,37 @@ def main() -> None:
     for step in steps.values():
         check_same_step(ref, step(*fargs))
 
-    t = compare(
-        {
-            name: (lambda step=step: jax.block_until_ready(step(*fargs)))
-            for name, step in steps.items()
-        },
-        rounds=rounds,
-        target_s=0.0,
+    t = run.add(
+        "train step variants",
+        compare(
+            {
+                name: (lambda step=step: jax.block_until_ready(step(*fargs)))
+                for name, step in steps.items()
+            },
+            rounds=rounds,
+            target_s=0.0,
+        ),
     )
-    base = t["raw diffrax"]["median"]
     print(
-        f"\nNeural ODE train step ({s.steps} solver steps for y0s[0]), variants; median "
-        f"of {rounds} interleaved rounds.\n"
+        f"\nNeural ODE train step ({s.steps} solver steps for y0s[0]), variants; paired "
+        f"ratio to raw diffrax over {rounds} interleaved rounds, median [IQR].\n"
     )
-    print("| variant | ms | ratio to raw | paired ratio |")
-    print("|---|---:|---:|---:|")
-    for name, v in t.items():
+    print("| variant | ms (median) | paired ratio to raw [IQR] |")
+    print("|---|---:|---:|")
+    for name in t.names:
         print(
-            f"| {name} | {1e3 * v['median']:.2f} | {v['median'] / base:.3f} | "
-            f"{v['paired_ratio']:.3f} |"
+            f"| {name} | {1e3 * t.median(name):.2f} | "
+            f"{ratio_cell(t.paired(name, 'raw diffrax'))} |"
         )
+    print()
+    for name in t.names[1:]:
+        run.figure(
+            f"diagnostic, neural ODE train step: {name}",
+            t.ratios(name, "raw diffrax"),
+            anchor="raw diffrax (identical work)",
+            what="variant / raw",
+        )
+    run.footer()
 
 
 if __name__ == "__main__":

@@ -1,19 +1,28 @@
 """Overhead of the host path (`backend="scipy"`) on Lotka--Volterra.
 
-    .venv/bin/python benchmarks/host_overhead.py           # full repeats
-    .venv/bin/python benchmarks/host_overhead.py --quick   # fewer rounds
+    .venv/bin/python benchmarks/host_overhead.py              # 41 rounds
+    .venv/bin/python benchmarks/host_overhead.py --quick      # a smoke run (7 rounds)
+    .venv/bin/python benchmarks/host_overhead.py --profile    # cProfile tables
 
 Lotka--Volterra, p = [1.5, 1, 3, 1], y0 = [1, 1], save times on [0, 15] (100, and 20),
-rtol = atol = 1e-8, float64. Every figure is a ratio against an anchor timed in the
-same process, alternately with it (see `_common.py`):
+rtol = atol = 1e-8, float64. Every figure is the median and IQR of paired ratios over
+interleaved rounds against an anchor timed in the same process (see `_common.py`);
+the anchors are raw SciPy with a hand-written NumPy right-hand side, no JAX:
 
-1. Forward: `jax.jit`ted `ps.solve(..., backend="scipy", solver=ps.Dopri5())` (SciPy's
-   RK45) against `scipy.integrate.solve_ivp(rhs, (0, 15), y0, method="RK45",
-   t_eval=ts, rtol=1e-8, atol=1e-8)` with a hand-written NumPy `rhs`: what a SciPy
-   user writes today. Goal <= 1.5x.
+1. Forward: `jax.jit`ted `ps.solve(..., backend="scipy")` with `Dopri5`, `Dopri8` and
+   `LSODA` against `scipy.integrate.solve_ivp(rhs, (0, 15), y0, method=...,
+   t_eval=ts, rtol=1e-8, atol=1e-8)` with `RK45`, `DOP853` and `LSODA`. Headline: the
+   fastest pysciml configuration against the fastest raw one of the same run (goal
+   <= 1.5x); also pysciml `Dopri5` against `RK45`, the same method making the same
+   right-hand-side evaluations (the overhead alone).
 2. Gradient: `jax.jit(jax.grad(loss))`, loss = sum(ys**2) w.r.t. p, on the SciPy
-   backend (InterpolatingAdjoint, the default; and BacksolveAdjoint), against the
-   SciPy backend's own jitted forward. Goal <= 4x.
+   backend (InterpolatingAdjoint and BacksolveAdjoint, each with Dopri5, Dopri8 and
+   LSODA),
+   against external denominators timed in the same rounds: the fastest raw
+   `solve_ivp` forward above (goal <= 4x), and the fastest raw SciPy gradient written
+   by hand (forward sensitivities dS/dt = J S + df/dp in NumPy, one `solve_ivp` call
+   with `RK45`, `DOP853` or `LSODA`). The ratio to pysciml's own forward is printed
+   as well.
 3. One right-hand-side callback, `host_callbacks(field, n, m).f(t, y, p)` (what the
    SciPy solver calls at every stage), against the NumPy `rhs`, in microseconds.
 4. Where the time goes: the forward split into layers, each timed alongside the
@@ -36,7 +45,15 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.integrate as si  # noqa: E402
-from _common import compare, met  # noqa: E402
+from _common import (  # noqa: E402
+    Run,
+    add_rounds_arguments,
+    compare,
+    ms,
+    ratio_cell,
+    rounds_of,
+    us,
+)
 
 import pysciml as ps  # noqa: E402
 from pysciml._backend import scipy as ps_scipy  # noqa: E402
@@ -71,14 +88,14 @@ def make_numpy_rhs(p):
 PROBLEM = ps.ODEProblem(lotka_volterra, T0, T1)
 
 
-def ps_ys(y0, p, ts, sensitivity=None):
+def ps_ys(y0, p, ts, solver=None, sensitivity=None):
     return ps.solve(
         PROBLEM,
         y0,
         p,
         saveat=ts,
         backend="scipy",
-        solver=ps.Dopri5(),
+        solver=solver or ps.Dopri5(),
         rtol=RTOL,
         atol=ATOL,
         sensitivity=sensitivity,
@@ -120,32 +137,88 @@ def counted(fn, box, key):
 # --------------------------------------------------------------------------------------
 
 
-def bench_forward_and_gradient(nsave: int, rounds: int) -> dict:
+def make_sensitivity_rhs(p):
+    """A raw-SciPy gradient by hand: the state and its forward sensitivities S = dy/dp
+    (2 x 4), dS/dt = J S + df/dp, in NumPy, for one `solve_ivp` call."""
+    alpha, beta, gamma, delta = p
+
+    def rhs(t, u):
+        x, z = u[0], u[1]
+        s = u[2:].reshape(2, 4)
+        jac = np.array([[alpha - beta * z, -beta * x], [delta * z, -gamma + delta * x]])
+        fp = np.array([[x, -x * z, 0.0, 0.0], [0.0, 0.0, -z, x * z]])
+        out = np.empty(10)
+        out[0] = alpha * x - beta * x * z
+        out[1] = -gamma * z + delta * x * z
+        out[2:] = (jac @ s + fp).ravel()
+        return out
+
+    return rhs
+
+
+def sensitivity_grad(rhs, method, ts_np):
+    """dL/dp of L = sum(ys**2) from forward sensitivities (raw SciPy, no JAX)."""
+    u0 = np.concatenate([Y0, np.zeros(8)])
+    sol = si.solve_ivp(
+        rhs, (T0, T1), u0, method=method, t_eval=ts_np, rtol=RTOL, atol=ATOL
+    )
+    ys, s = sol.y[:2], sol.y[2:].reshape(2, 4, -1)
+    return 2 * np.einsum("it,ijt->j", ys, s)
+
+
+# Raw SciPy configurations (the anchors) and the pysciml solvers that match them.
+RAW_METHODS = ("RK45", "DOP853", "LSODA")
+PS_SOLVERS = {"Dopri5": ps.Dopri5(), "Dopri8": ps.Dopri8(), "LSODA": ps.LSODA()}
+ADJOINTS = {
+    "InterpolatingAdjoint": ps.InterpolatingAdjoint(),
+    "BacksolveAdjoint": ps.BacksolveAdjoint(),
+}
+GRAD_SOLVERS = ("Dopri5", "Dopri8", "LSODA")
+
+
+def bench_forward_and_gradient(run, nsave: int, rounds: int) -> dict:
     ts_np = np.linspace(T0, T1, nsave)
     y0, p, ts = jnp.asarray(Y0), jnp.asarray(P), jnp.asarray(ts_np)
     rhs = make_numpy_rhs(P)
+    sens_rhs = make_sensitivity_rhs(P)
 
-    def anchor():
-        return si.solve_ivp(
-            rhs, (T0, T1), Y0, method="RK45", t_eval=ts_np, rtol=RTOL, atol=ATOL
+    def raw(method):
+        return lambda: si.solve_ivp(
+            rhs, (T0, T1), Y0, method=method, t_eval=ts_np, rtol=RTOL, atol=ATOL
         )
 
-    fwd = jax.jit(ps_ys)
-    grads = {
-        name: jax.jit(
-            jax.grad(lambda p, y0, ts, s=sens: jnp.sum(ps_ys(y0, p, ts, s) ** 2))
+    raw_fwd = {f"solve_ivp {m}": raw(m) for m in RAW_METHODS}
+    ps_fwd = {
+        f"pysciml {name}": jax.jit(lambda y0, p, ts, s=solver: ps_ys(y0, p, ts, s))
+        for name, solver in PS_SOLVERS.items()
+    }
+    raw_grad = {
+        f"raw gradient (sensitivities) {m}": (
+            lambda m=m: sensitivity_grad(sens_rhs, m, ts_np)
         )
-        for name, sens in [
-            ("InterpolatingAdjoint", ps.InterpolatingAdjoint()),
-            ("BacksolveAdjoint", ps.BacksolveAdjoint()),
-        ]
+        for m in RAW_METHODS
+    }
+    ps_grad = {
+        f"pysciml grad {adj} {name}": jax.jit(
+            jax.grad(
+                lambda p, y0, ts, s=PS_SOLVERS[name], a=sens: jnp.sum(
+                    ps_ys(y0, p, ts, s, a) ** 2
+                )
+            )
+        )
+        for adj, sens in ADJOINTS.items()
+        for name in GRAD_SOLVERS
     }
 
     # Same work: the same numbers.
-    ref = anchor()
+    ref = raw("RK45")()
     np.testing.assert_allclose(
-        np.asarray(fwd(y0, p, ts)), ref.y.T, rtol=1e-10, atol=1e-10
+        np.asarray(ps_fwd["pysciml Dopri5"](y0, p, ts)), ref.y.T, rtol=1e-10, atol=1e-10
     )
+    for name, fn in ps_fwd.items():
+        np.testing.assert_allclose(
+            np.asarray(fn(y0, p, ts)), ref.y.T, rtol=1e-5, atol=1e-6, err_msg=name
+        )
     g_ref = jax.jit(
         jax.grad(
             lambda p: jnp.sum(
@@ -153,8 +226,12 @@ def bench_forward_and_gradient(nsave: int, rounds: int) -> dict:
             )
         )
     )(p)
-    for g in grads.values():
-        np.testing.assert_allclose(np.asarray(g(p, y0, ts)), g_ref, rtol=1e-4)
+    for name, g in ps_grad.items():
+        np.testing.assert_allclose(
+            np.asarray(g(p, y0, ts)), g_ref, rtol=1e-4, err_msg=name
+        )
+    for name, g in raw_grad.items():
+        np.testing.assert_allclose(g(), g_ref, rtol=1e-4, err_msg=name)
 
     sol = jax.jit(
         lambda y0, p, ts: (
@@ -164,25 +241,34 @@ def bench_forward_and_gradient(nsave: int, rounds: int) -> dict:
         )
     )(y0, p, ts)
 
-    # Forward: pysciml (jitted, and eager) against solve_ivp.
-    t_fwd = compare(
-        {
-            "solve_ivp": anchor,
-            "pysciml": lambda: jax.block_until_ready(fwd(y0, p, ts)),
-            "pysciml eager": lambda: jax.block_until_ready(ps_ys(y0, p, ts)),
-        },
-        rounds=rounds,
-    )
-    # Gradient against the SciPy backend's own jitted forward.
-    t_grad = compare(
-        {
-            "forward": lambda: jax.block_until_ready(fwd(y0, p, ts)),
-            **{
-                name: lambda g=g: jax.block_until_ready(g(p, y0, ts))
-                for name, g in grads.items()
+    def block(fn, *args):
+        return lambda: jax.block_until_ready(fn(*args))
+
+    # Forward: every raw SciPy configuration and every pysciml one, interleaved.
+    t_fwd = run.add(
+        f"forward, {nsave} saves",
+        compare(
+            {
+                **raw_fwd,
+                **{k: block(fn, y0, p, ts) for k, fn in ps_fwd.items()},
+                "pysciml Dopri5 eager": block(ps_ys, y0, p, ts, PS_SOLVERS["Dopri5"]),
             },
-        },
-        rounds=rounds,
+            rounds=rounds,
+        ),
+    )
+    # Gradient: against raw SciPy forwards (external), raw SciPy gradients by hand,
+    # and (for continuity with earlier figures) pysciml's own forward.
+    t_grad = run.add(
+        f"gradient, {nsave} saves",
+        compare(
+            {
+                **raw_fwd,
+                **raw_grad,
+                "pysciml Dopri5": block(ps_fwd["pysciml Dopri5"], y0, p, ts),
+                **{k: block(fn, p, y0, ts) for k, fn in ps_grad.items()},
+            },
+            rounds=rounds,
+        ),
     )
     return {
         "nsave": nsave,
@@ -193,7 +279,94 @@ def bench_forward_and_gradient(nsave: int, rounds: int) -> dict:
     }
 
 
-def bench_callback(rounds: int) -> dict:
+def report_forward_and_gradient(run, r: dict) -> None:
+    n, f, g = r["nsave"], r["fwd"], r["grad"]
+    raw_names = [f"solve_ivp {m}" for m in RAW_METHODS]
+    ps_names = [f"pysciml {name}" for name in PS_SOLVERS]
+    fastest_raw, fastest_ps = f.fastest(raw_names), f.fastest(ps_names)
+    print(
+        f"\n#### Forward, {n} saves: paired ratio to the fastest raw SciPy "
+        f"configuration in this run ({fastest_raw}), median [IQR]\n"
+    )
+    print("| configuration | ms (median) | ratio to fastest raw | ratio to solve_ivp "
+          "RK45 |")
+    print("|---|---:|---:|---:|")
+    for name in f.names:
+        print(
+            f"| {name} | {ms(f.median(name))} | "
+            f"{ratio_cell(f.paired(name, fastest_raw), 2)} | "
+            f"{ratio_cell(f.paired(name, 'solve_ivp RK45'), 2)} |"
+        )
+    print()
+    run.figure(
+        f"host forward, {n} saves: fastest pysciml ({fastest_ps}) vs fastest raw SciPy",
+        f.ratios(fastest_ps, fastest_raw),
+        anchor=f"{fastest_raw}, NumPy rhs (fastest of {', '.join(RAW_METHODS)})",
+        what="pysciml / raw",
+        goal=f"<= {FORWARD_GOAL}",
+        digits=2,
+    )
+    run.figure(
+        f"host forward, {n} saves, same method: pysciml Dopri5 (jitted) vs solve_ivp RK45",
+        f.ratios("pysciml Dopri5", "solve_ivp RK45"),
+        anchor="solve_ivp RK45, NumPy rhs (same method and evaluations: the overhead)",
+        what="pysciml / raw",
+        digits=2,
+    )
+
+    fastest_fwd = g.fastest(raw_names)
+    sens_names = [k for k in g.names if k.startswith("raw gradient")]
+    fastest_sens = g.fastest(sens_names)
+    grad_names = [k for k in g.names if k.startswith("pysciml grad")]
+    fastest_grad = g.fastest(grad_names)
+    print(
+        f"\n#### Gradient of sum(ys**2) w.r.t. p, {n} saves: paired ratios to the "
+        f"fastest raw SciPy forward ({fastest_fwd}), to the fastest raw SciPy gradient "
+        f"by hand ({fastest_sens}) and to pysciml's own forward (Dopri5), median "
+        "[IQR]\n"
+    )
+    print("| configuration | ms (median) | ÷ fastest raw forward | ÷ fastest raw "
+          "gradient | ÷ pysciml Dopri5 forward |")
+    print("|---|---:|---:|---:|---:|")
+    for name in g.names:
+        print(
+            f"| {name} | {ms(g.median(name))} | "
+            f"{ratio_cell(g.paired(name, fastest_fwd), 2)} | "
+            f"{ratio_cell(g.paired(name, fastest_sens), 2)} | "
+            f"{ratio_cell(g.paired(name, 'pysciml Dopri5'), 2)} |"
+        )
+    print()
+    run.figure(
+        f"host gradient, {n} saves: fastest pysciml gradient ({fastest_grad}) vs "
+        "fastest raw SciPy forward",
+        g.ratios(fastest_grad, fastest_fwd),
+        anchor=f"{fastest_fwd} forward, NumPy rhs (fastest of "
+        f"{', '.join(RAW_METHODS)})",
+        what="pysciml gradient / raw forward",
+        goal=f"<= {GRADIENT_GOAL}",
+        digits=2,
+    )
+    run.figure(
+        f"host gradient, {n} saves: fastest pysciml gradient ({fastest_grad}) vs "
+        "fastest raw SciPy gradient by hand",
+        g.ratios(fastest_grad, fastest_sens),
+        anchor=f"{fastest_sens} (forward sensitivities in NumPy, one solve_ivp; "
+        f"fastest of {', '.join(RAW_METHODS)})",
+        what="pysciml gradient / raw gradient",
+        digits=2,
+    )
+    for adj in ADJOINTS:
+        run.figure(
+            f"host gradient, {n} saves, same method: pysciml {adj} Dopri5 vs "
+            "solve_ivp RK45 forward",
+            g.ratios(f"pysciml grad {adj} Dopri5", "solve_ivp RK45"),
+            anchor="solve_ivp RK45 forward, NumPy rhs",
+            what="pysciml gradient / raw forward",
+            digits=2,
+        )
+
+
+def bench_callback(rounds: int):
     field = flat_field()
     rhs = make_numpy_rhs(P)
     y = np.array([1.1, 0.9])
@@ -340,13 +513,15 @@ def profile(calls: int = 20) -> None:
         "jitted grad, InterpolatingAdjoint, host thread": jax.jit(
             jax.grad(
                 lambda p, y0, ts: jnp.sum(
-                    ps_ys(y0, p, ts, ps.InterpolatingAdjoint()) ** 2
+                    ps_ys(y0, p, ts, sensitivity=ps.InterpolatingAdjoint()) ** 2
                 )
             )
         ),
         "jitted grad, BacksolveAdjoint, host thread": jax.jit(
             jax.grad(
-                lambda p, y0, ts: jnp.sum(ps_ys(y0, p, ts, ps.BacksolveAdjoint()) ** 2)
+                lambda p, y0, ts: jnp.sum(
+                    ps_ys(y0, p, ts, sensitivity=ps.BacksolveAdjoint()) ** 2
+                )
             )
         ),
     }
@@ -371,7 +546,7 @@ def profile(calls: int = 20) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    add_rounds_arguments(parser, default=41, quick=7)
     parser.add_argument(
         "--profile", action="store_true", help="print cProfile tables and exit"
     )
@@ -379,60 +554,45 @@ def main() -> None:
     if args.profile:
         profile()
         return
-    rounds = 7 if args.quick else 41
+    rounds = rounds_of(args)
+    run = Run("host_overhead")
 
-    results = [bench_forward_and_gradient(n, rounds) for n in (100, 20)]
-    cb = bench_callback(rounds)
+    results = [bench_forward_and_gradient(run, n, rounds) for n in (100, 20)]
+    cb = run.add("one right-hand-side call", bench_callback(rounds))
     layers = bench_layers(rounds)
+    run.add("forward, layer by layer (100 saves)", layers["times"])
+    run.extra["evaluations"] = {
+        "per save count": {
+            r["nsave"]: {"nfev_solve_ivp": r["nfev_solve_ivp"], **r["pysciml_stats"]}
+            for r in results
+        },
+        "callbacks": layers["evals"],
+    }
+    run.save()
 
     print(
         f"\nHost path (backend='scipy'), Lotka-Volterra on [0, 15], rtol = atol = 1e-8,"
-        f" float64; median of {rounds} interleaved rounds.\n"
+        f" float64; {rounds} interleaved rounds; ratios are paired (same round), "
+        "median [IQR]."
     )
-    print(
-        "| figure | saves | anchor (ms) | pysciml (ms) | ratio | paired ratio | goal | met |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|:---:|")
     for r in results:
-        f, g = r["fwd"], r["grad"]
-        a = f["solve_ivp"]
-        for name in ("pysciml", "pysciml eager"):
-            b = f[name]
-            ratio = b["median"] / a["median"]
-            jit = "jitted" if name == "pysciml" else "eager, no jit"
-            goal = f"{FORWARD_GOAL}" if name == "pysciml" else "-"
-            ok = met(ratio, FORWARD_GOAL) if name == "pysciml" else "-"
-            print(
-                f"| forward ({jit}) vs solve_ivp | {r['nsave']} | "
-                f"{1e3 * a['median']:.2f} | {1e3 * b['median']:.2f} | {ratio:.2f} | "
-                f"{b['paired_ratio']:.2f} | {goal} | {ok} |"
-            )
-        a = g["forward"]
-        for name in ("InterpolatingAdjoint", "BacksolveAdjoint"):
-            b = g[name]
-            ratio = b["median"] / a["median"]
-            print(
-                f"| grad ({name}) vs pysciml scipy forward | {r['nsave']} | "
-                f"{1e3 * a['median']:.2f} | {1e3 * b['median']:.2f} | {ratio:.2f} | "
-                f"{b['paired_ratio']:.2f} | {GRADIENT_GOAL} | "
-                f"{met(ratio, GRADIENT_GOAL)} |"
-            )
-    print(
-        "\nratio = pysciml median / anchor median; paired ratio = median over rounds "
-        "of the same-round ratio.\n"
-    )
+        report_forward_and_gradient(run, r)
 
-    print("| one right-hand-side call | µs (median) | × numpy rhs |")
+    print("\n| one right-hand-side call | µs (median) | ÷ numpy rhs, paired [IQR] |")
     print("|---|---:|---:|")
-    base = cb["numpy rhs"]["median"]
-    for name, v in cb.items():
-        print(f"| {name} | {1e6 * v['median']:.1f} | {v['median'] / base:.1f} |")
+    for name in cb.names:
+        print(
+            f"| {name} | {us(cb.median(name))} | "
+            f"{ratio_cell(cb.paired(name, 'numpy rhs'), 2)} |"
+        )
 
-    print("\n| forward, layer by layer (100 saves) | ms (median) | × solve_ivp |")
+    t = layers["times"]
+    base = "solve_ivp, numpy rhs"
+    print("\n| forward, layer by layer (100 saves) | ms (median) | ÷ solve_ivp, paired "
+          "[IQR] |")
     print("|---|---:|---:|")
-    base = layers["times"]["solve_ivp, numpy rhs"]["median"]
-    for name, v in layers["times"].items():
-        print(f"| {name} | {1e3 * v['median']:.2f} | {v['median'] / base:.2f} |")
+    for name in t.names:
+        print(f"| {name} | {ms(t.median(name))} | {ratio_cell(t.paired(name, base), 2)} |")
 
     print("\n| solve | saves | RHS evaluations | steps |")
     print("|---|---:|---:|---:|")
@@ -446,6 +606,7 @@ def main() -> None:
     for name, c in layers["evals"].items():
         calls = ", ".join(f"{k}: {v}" for k, v in c.items())
         print(f"| pysciml {name}, callbacks | 100 | {calls} | - |")
+    run.footer()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """NumPyro NUTS wall time on the `examples/lotka_volterra_nuts.py` model: pysciml
 (`backend="diffrax"`, and `backend="scipy"`) against the same model written with raw
-Diffrax. Goal: pysciml-diffrax median / raw-diffrax median <= 1.05.
+Diffrax. Goal: the median over rounds of the paired ratio pysciml-diffrax / raw
+Diffrax <= 1.05.
 
-    .venv/bin/python benchmarks/nuts.py                       # 1000 + 1000, 3 repeats
-    .venv/bin/python benchmarks/nuts.py --repeats 5 --scipy-repeats 0
+    .venv/bin/python benchmarks/nuts.py                  # 1000 + 1000, 7 rounds, SciPy in 1
+    .venv/bin/python benchmarks/nuts.py --rounds 5 --scipy-rounds 0
+    .venv/bin/python benchmarks/nuts.py --quick          # a smoke run: 100 + 100, 2 rounds
 
 The model (`make_model` of the example, with no failure counter): rates alpha, beta,
 gamma, delta ~ LogNormal(0, 1), sigma ~ LogNormal(-1, 1), obs ~ LogNormal(log y,
@@ -16,20 +18,31 @@ with `Tsit5`, `PIDController(rtol=1e-6, atol=1e-8)`, `max_steps=4096`,
 or the rates are not finite (pysciml's `throw=False` handling). Before any timing the
 script checks that the two Diffrax models give the same draws on a short chain.
 
-Each timed figure is one whole `MCMC.run` (warm-up and sampling; a fresh `MCMC` object,
-so each run compiles its own sampler, as a user's script does), rounds interleaved in
-alternating order. The SciPy run is timed once (minutes) against the anchor's median.
+Each sample is one whole `MCMC.run` (warm-up and sampling; a fresh `MCMC` object, so
+each run compiles its own sampler, as a user's script does), timed in interleaved
+rounds in alternating order (`_common.compare`). The SciPy side (minutes per run) runs
+only in the first `--scipy-rounds` rounds, each paired with the anchor of its round.
+"XLA compile" is the sum of JAX's `backend_compile_duration` events inside a run.
 """
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
 import time
 
+# This directory's `_common.py` under another name: the example imports its own
+# `_common` (examples/_common.py).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location(
+    "bench_common", os.path.join(_HERE, "_common.py"))
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_common"] = bench
+_spec.loader.exec_module(bench)
+
 # The example script (and its own `_common`, for `from _common import ...`).
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "examples"))
+sys.path.insert(0, os.path.join(os.path.dirname(_HERE), "examples"))
 
 import jax  # noqa: E402
 
@@ -44,11 +57,7 @@ import numpyro.distributions as dist  # noqa: E402
 from numpyro.infer import MCMC, NUTS, init_to_median  # noqa: E402
 
 GOAL = 1.05
-
-
-def met(ratio: float, goal: float) -> str:  # as in benchmarks/_common.py
-    return "yes" if ratio <= goal else "**no**"
-
+ANCHOR = "raw diffrax"
 RTOL, ATOL, MAX_STEPS = 1e-6, 1e-8, 4096
 NUM_OBS, T1 = 20, 5.0
 
@@ -103,7 +112,7 @@ def _on_event(event, duration, **kwargs):
 jax.monitoring.register_event_duration_secs_listener(_on_event)
 
 
-def run(model, data, num_warmup, num_samples, seed=1):
+def one_run(model, data, num_warmup, num_samples, seed=1):
     """One whole NUTS run as the example makes it; returns (seconds, seconds of XLA
     compilation within them, samples)."""
     kernel = NUTS(model, dense_mass=True, init_strategy=init_to_median)
@@ -127,83 +136,110 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-warmup", type=int, default=1000)
     parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds per Diffrax side")
-    parser.add_argument("--scipy-repeats", type=int, default=1)
-    parser.add_argument("--check-samples", type=int, default=200,
-                        help="warm-up and samples of the same-draws check")
+    parser.add_argument("--rounds", "--repeats", type=int, default=None,
+                        help="interleaved rounds of the two Diffrax sides (default 7; "
+                        "--quick: 2)")
+    parser.add_argument("--scipy-rounds", "--scipy-repeats", type=int, default=None,
+                        help="the SciPy side runs in the first this many rounds "
+                        "(default 1; --quick: 0)")
+    parser.add_argument("--check-samples", type=int, default=None,
+                        help="warm-up and samples of the same-draws check (default "
+                        "200; --quick: 50)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 100 + 100, 2 rounds, no SciPy side")
     args = parser.parse_args()
+    quick = args.quick
+    if quick and "--num-warmup" not in sys.argv:
+        args.num_warmup = 100
+    if quick and "--num-samples" not in sys.argv:
+        args.num_samples = 100
+    rounds = args.rounds or (2 if quick else 7)
+    scipy_rounds = min(rounds, args.scipy_rounds if args.scipy_rounds is not None
+                       else (0 if quick else 1))
+    check_n = args.check_samples or (50 if quick else 200)
+    run = bench.Run("nuts")
 
     ts, y0, obs, _ = example.synthetic_data(
         jax.random.split(jax.random.key(0))[0], NUM_OBS, T1, "diffrax", rtol=RTOL,
         atol=ATOL)
     data = (ts, y0, obs)
     sides = {
-        "raw diffrax (anchor)": raw_model,
+        ANCHOR: raw_model,
         "pysciml diffrax": example.make_model("diffrax", t1=T1, rtol=RTOL, atol=ATOL,
                                               max_steps=MAX_STEPS),
     }
+    if scipy_rounds:
+        sides["pysciml scipy"] = example.make_model("scipy", t1=T1, rtol=RTOL,
+                                                    atol=ATOL, max_steps=MAX_STEPS)
 
     # Same work: the same draws on a short chain, before any timing.
-    n = args.check_samples
-    _, _, a = run(sides["raw diffrax (anchor)"], data, n, n)
-    _, _, b = run(sides["pysciml diffrax"], data, n, n)
+    _, _, a = one_run(sides[ANCHOR], data, check_n, check_n)
+    _, _, b = one_run(sides["pysciml diffrax"], data, check_n, check_n)
     d = max_diff(a, b)
     same_steps = bool(np.array_equal(a["num_steps"], b["num_steps"]))
-    print(f"check ({n} warm-up + {n} samples): max |draw difference| = {d:.3g}, "
-          f"identical leapfrog counts: {same_steps}")
+    print(f"check ({check_n} warm-up + {check_n} samples): max |draw difference| = "
+          f"{d:.3g}, identical leapfrog counts: {same_steps}", flush=True)
     assert d < 1e-6, d
+    run.extra["same draws check"] = {"samples": check_n, "max_abs_draw_difference": d,
+                                     "identical_leapfrog_counts": same_steps}
 
-    names = list(sides)
-    times = {k: [] for k in names}
-    compile_s = {k: [] for k in names}
+    compile_s = {k: [] for k in sides}
     last = {}
-    for r in range(args.repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            dt, ct, last[name] = run(sides[name], data, args.num_warmup,
-                                     args.num_samples)
-            times[name].append(dt)
+
+    def timed(name):
+        def call():
+            _, ct, last[name] = one_run(sides[name], data, args.num_warmup,
+                                        args.num_samples)
             compile_s[name].append(ct)
-            print(f"round {r}: {name}: {dt:.2f} s ({ct:.2f} s XLA compile)",
-                  flush=True)
-    full_diff = max_diff(last[names[0]], last[names[1]])
+            print(f"  {name}: {ct:.2f} s XLA compile", flush=True)
+        return call
 
-    anchor = statistics.median(times[names[0]])
-    mine = statistics.median(times[names[1]])
-    paired = statistics.median(m / a for m, a in zip(times[names[1]], times[names[0]]))
-    leap = {k: float(last[k]["num_steps"].mean()) for k in names}
+    t = bench.compare({name: timed(name) for name in sides}, rounds=rounds, warmup=0,
+                      target_s=0.0, first_rounds={"pysciml scipy": scipy_rounds})
+    # compile_s holds one entry per timed run, in the order of the rounds.
+    comp = {k: iter(v) for k, v in compile_s.items()}
+    compile_by_round = {k: [next(comp[k]) if x is not None else None
+                            for x in t.samples[k]] for k in sides}
+    run.add("NUTS runs", t, xla_compile_s=compile_by_round)
+    full_diff = max_diff(last[ANCHOR], last["pysciml diffrax"])
+    leap = {k: float(last[k]["num_steps"].mean()) for k in last}
+    run.extra["mean leapfrog steps (last run)"] = leap
+    run.extra["max |draw difference| between the Diffrax sides, last run"] = full_diff
 
-    scipy_times, scipy_compile = [], []
-    for _ in range(args.scipy_repeats):
-        dt, ct, s = run(example.make_model("scipy", t1=T1, rtol=RTOL, atol=ATOL,
-                                           max_steps=MAX_STEPS), data,
-                        args.num_warmup, args.num_samples)
-        scipy_times.append(dt)
-        scipy_compile.append(ct)
-        leap["pysciml scipy"] = float(s["num_steps"].mean())
-        print(f"pysciml scipy: {dt:.2f} s ({ct:.2f} s XLA compile)", flush=True)
+    def minus_compile(name):
+        return [None if x is None else x - c
+                for x, c in zip(t.samples[name], compile_by_round[name])]
 
     print(f"\nNUTS, {args.num_warmup} warm-up + {args.num_samples} samples, 1 chain, "
-          f"{args.repeats} interleaved rounds per Diffrax side; max |draw difference| "
-          f"between the two Diffrax sides in the last full run: {full_diff:.3g}\n")
-    med = statistics.median
-    run_minus = {k: [t - c for t, c in zip(times[k], compile_s[k])] for k in names}
-    print("| side | runs | median (s) | min (s) | max (s) | ratio to anchor | "
-          "paired ratio | median XLA compile (s) | median run - compile (s) | "
-          "ratio of (run - compile) | mean leapfrog steps | goal met |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
-    for name, ratio, pr in [(names[0], 1.0, 1.0), (names[1], mine / anchor, paired)]:
-        rm = med(run_minus[name]) / med(run_minus[names[0]])
-        print(f"| {name} | {len(times[name])} | {med(times[name]):.2f} | "
-              f"{min(times[name]):.2f} | {max(times[name]):.2f} | {ratio:.3f} | "
-              f"{pr:.3f} | {med(compile_s[name]):.2f} | {med(run_minus[name]):.2f} | "
-              f"{rm:.3f} | {leap[name]:.1f} | "
-              f"{'-' if name == names[0] else met(ratio, GOAL)} |")
-    if scipy_times:
-        s, c = med(scipy_times), med(scipy_compile)
-        print(f"| pysciml scipy | {len(scipy_times)} | {s:.2f} | {min(scipy_times):.2f} "
-              f"| {max(scipy_times):.2f} | {s / anchor:.2f} | - | {c:.2f} | "
-              f"{s - c:.2f} | {(s - c) / med(run_minus[names[0]]):.2f} | "
-              f"{leap['pysciml scipy']:.1f} | - |")
+          f"{rounds} interleaved rounds ({scipy_rounds} with the SciPy side); max |draw "
+          f"difference| between the two Diffrax sides in the last full run: "
+          f"{full_diff:.3g}\n")
+    print("| side | runs | median (s) | min (s) | max (s) | paired ratio to anchor "
+          "[IQR] | median XLA compile (s) | paired ratio of (run - compile) [IQR] | "
+          "mean leapfrog steps |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    anchor_rest = minus_compile(ANCHOR)
+    for name in sides:
+        xs = [x for x in t.samples[name] if x is not None]
+        rest = [a / b for a, b in zip(minus_compile(name), anchor_rest)
+                if a is not None]
+        cs = [c for c in compile_by_round[name] if c is not None]
+        print(f"| {name} | {len(xs)} | {statistics.median(xs):.2f} | {min(xs):.2f} | "
+              f"{max(xs):.2f} | {bench.ratio_cell(t.paired(name, ANCHOR))} | "
+              f"{statistics.median(cs):.2f} | "
+              f"{bench.ratio_cell(bench.summarize(rest))} | {leap[name]:.1f} |")
+    print()
+    run.figure("NUTS 1 chain, pysciml diffrax vs raw diffrax (whole MCMC.run)",
+               t.ratios("pysciml diffrax", ANCHOR), anchor=f"{ANCHOR} (identical work)",
+               what="pysciml / raw", goal=f"<= {GOAL}",
+               note=f"{args.num_warmup} warm-up + {args.num_samples} samples")
+    if scipy_rounds:
+        run.figure("NUTS 1 chain, pysciml scipy (Dopri5 = RK45) vs raw diffrax Tsit5",
+                   t.ratios("pysciml scipy", ANCHOR), anchor=ANCHOR,
+                   what="pysciml / raw", digits=1,
+                   note=f"{args.num_warmup} warm-up + {args.num_samples} samples")
+    run.footer()
+
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,8 @@
 doing the same work. Goal: pysciml median / raw-diffrax median <= 1.05 for each case.
 
     .venv/bin/python benchmarks/overhead.py            # all cases, full repeats
-    .venv/bin/python benchmarks/overhead.py --quick    # fewer rounds
+    .venv/bin/python benchmarks/overhead.py --quick    # a smoke run (15 rounds)
+    .venv/bin/python benchmarks/overhead.py --rounds 201
     .venv/bin/python benchmarks/overhead.py --part lv  # Lotka--Volterra only (float64)
     .venv/bin/python benchmarks/overhead.py --part nn  # neural ODE step only (float32)
 
@@ -17,8 +18,12 @@ Cases:
   optax.adam step, under `eqx.filter_jit`.
 
 Both sides are jitted and warmed up, every call ends in `block_until_ready`, and the
-two sides are timed alternately (see `_common.py`). The two parts need different x64
-settings, so `--part all` (the default) runs each in a subprocess of its own.
+two sides are timed in interleaved rounds (see `_common.py`). Each figure is the
+median and IQR over rounds of the paired ratio pysciml / raw Diffrax. The anchor does
+the identical work (same solver, tolerances, adjoint), so each figure is pysciml's
+overhead; it is not a comparison of solvers. The two parts need different x64
+settings, so `--part all` (the default) runs each in a subprocess of its own and
+records both in one JSON file under `out/bench/`.
 """
 
 import argparse
@@ -29,7 +34,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _common import (  # noqa: E402
+    Run,
+    Timing,
+    add_rounds_arguments,
+    ms,
+    ratio_cell,
+    rounds_of,
+)
+
 GOAL = 1.05
+ANCHOR = "raw diffrax"
 
 
 # --------------------------------------------------------------------------------------
@@ -102,7 +117,7 @@ def part_lv(rounds: int) -> list[dict]:
     ga, gb = raw_grad(p, y0, ts), ps_grad(p, y0, ts)
     np.testing.assert_allclose(np.asarray(gb), np.asarray(ga), rtol=1e-10, atol=1e-10)
 
-    rows = []
+    groups = {}
     for case, raw, mine, fargs in [
         ("Lotka-Volterra forward (f64, 100 saves, 1e-8)", raw_fwd, ps_fwd, (y0, p, ts)),
         (
@@ -112,9 +127,9 @@ def part_lv(rounds: int) -> list[dict]:
             (p, y0, ts),
         ),
     ]:
-        t = compare(
+        groups[case] = compare(
             {
-                "anchor": lambda raw=raw, fargs=fargs: jax.block_until_ready(
+                ANCHOR: lambda raw=raw, fargs=fargs: jax.block_until_ready(
                     raw(*fargs)
                 ),
                 "pysciml": lambda mine=mine, fargs=fargs: jax.block_until_ready(
@@ -123,8 +138,7 @@ def part_lv(rounds: int) -> list[dict]:
             },
             rounds=rounds,
         )
-        rows.append({"case": case, **_row(t)})
-    return rows
+    return groups
 
 
 # --------------------------------------------------------------------------------------
@@ -267,7 +281,7 @@ def part_nn(rounds: int) -> list[dict]:
     # (feeding the update back would change the number of solver steps).
     t = compare(
         {
-            "anchor": lambda: jax.block_until_ready(
+            ANCHOR: lambda: jax.block_until_ready(
                 raw_step(mlp, opt_state, y0s, targets)
             ),
             "pysciml": lambda: jax.block_until_ready(
@@ -281,7 +295,7 @@ def part_nn(rounds: int) -> list[dict]:
         "Neural ODE train step (f32, MLP 2-64-64-2, batch 32, 100 saves, 1e-4; "
         f"{s.steps} steps for y0s[0])"
     )
-    return [{"case": case, **_row(t)}]
+    return {case: t}
 
 
 def _prefit(mlp, A, steps):
@@ -313,67 +327,61 @@ def _prefit(mlp, A, steps):
 # --------------------------------------------------------------------------------------
 
 
-def _row(t) -> dict:
-    a, b = t["anchor"], t["pysciml"]
-    return {
-        "anchor_ms": 1e3 * a["median"],
-        "pysciml_ms": 1e3 * b["median"],
-        "anchor_iqr_ms": [1e3 * a["q1"], 1e3 * a["q3"]],
-        "pysciml_iqr_ms": [1e3 * b["q1"], 1e3 * b["q3"]],
-        "ratio": b["median"] / a["median"],
-        "ratio_of_minima": b["min"] / a["min"],
-        "paired_ratio": b["paired_ratio"],
-        "calls_per_sample": [a["calls_per_sample"], b["calls_per_sample"]],
-    }
-
-
-def print_table(rows: list[dict], rounds: int) -> None:
+def report(run, groups: dict) -> None:
     print(
-        f"\nOverhead of pysciml (backend='diffrax') over raw Diffrax; median of "
-        f"{rounds} interleaved rounds. Goal: ratio <= {GOAL}.\n"
+        "\nOverhead of pysciml (backend='diffrax') over raw Diffrax doing the same "
+        "work; paired ratio = pysciml / raw in the same round, median [IQR].\n"
     )
-    print(
-        "| case | raw diffrax (ms) | pysciml (ms) | ratio | paired ratio | "
-        "ratio of minima | goal met |"
-    )
-    print("|---|---:|---:|---:|---:|---:|:---:|")
-    for r in rows:
+    print("| case | raw diffrax (ms) | pysciml (ms) | paired ratio [IQR] | rounds |")
+    print("|---|---:|---:|---:|---:|")
+    for case, t in groups.items():
+        r = t.paired("pysciml", ANCHOR)
         print(
-            f"| {r['case']} | {r['anchor_ms']:.3f} | {r['pysciml_ms']:.3f} | "
-            f"{r['ratio']:.3f} | {r['paired_ratio']:.3f} | "
-            f"{r['ratio_of_minima']:.3f} | "
-            f"{'yes' if r['ratio'] <= GOAL else '**no**'} |"
+            f"| {case} | {ms(t.median(ANCHOR))} | {ms(t.median('pysciml'))} | "
+            f"{ratio_cell(r)} | {r.n} |"
         )
-    print(
-        "\nratio = pysciml median / raw median. paired ratio = median over rounds of "
-        "pysciml / raw in the same round. Times are per call."
-    )
+    print()
+    for case, t in groups.items():
+        run.figure(
+            case,
+            t.ratios("pysciml", ANCHOR),
+            anchor=f"{ANCHOR} (identical work)",
+            what="pysciml / raw",
+            goal=f"<= {GOAL}",
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    add_rounds_arguments(parser, default=101, quick=15)
     parser.add_argument("--part", choices=["all", "lv", "nn"], default="all")
-    parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the rounds as JSON (internal)"
+    )
     args = parser.parse_args()
-    rounds = 15 if args.quick else 101
+    rounds = rounds_of(args)
 
+    if args.json:  # a child of `--part all`: rounds to the parent, no record of its own
+        groups = part_lv(rounds) if args.part == "lv" else part_nn(rounds)
+        print(json.dumps({k: t.to_json() for k, t in groups.items()}))
+        return
+    run = Run("overhead")
     if args.part == "all":
-        rows = []
+        groups = {}
         for part in ("lv", "nn"):
             cmd = [sys.executable, os.path.abspath(__file__), "--part", part, "--json"]
-            if args.quick:
-                cmd.append("--quick")
+            cmd += ["--rounds", str(rounds)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
-            rows += json.loads(out.stdout.strip().splitlines()[-1])
+            for k, d in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                groups[k] = Timing.from_json(d)
     else:
-        rows = part_lv(rounds) if args.part == "lv" else part_nn(rounds)
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        print_table(rows, rounds)
+        groups = part_lv(rounds) if args.part == "lv" else part_nn(rounds)
+    for k, t in groups.items():
+        run.add(k, t)
+    report(run, groups)
+    run.footer()
 
 
 if __name__ == "__main__":

@@ -361,6 +361,9 @@ def solve(
         code = jnp.where(ok, code, RESULTS.nonfinite._value)
     result = result_from_code(code)
     failed = result != RESULTS.successful
+    # A failed solve: NaN values, and zero derivatives (the derivative of the constant
+    # NaN branch) on every path, forward or reverse, so that a failed member of a
+    # vmapped batch does not poison the others' gradients through 0 * NaN.
     ys = jnp.where(failed, jnp.nan, ys)
     if throw:
         ys = result.error_if(ys, failed)

@@ -513,10 +513,11 @@ RESIDUALS = ResidualStore(max_bytes=256 * 2**20)
 
 
 MSG_NO_SECOND_DERIVATIVES = (
-    "The {name!r} backend computes gradients on the host, outside JAX, so it has no "
-    "second derivatives and no forward mode: `jax.hessian`, `jax.jacfwd`, `jax.jvp` "
-    "and `jax.jacrev(jax.jacrev(...))` cannot pass through `solve`. Use "
-    "`backend='diffrax'` with `sensitivity=ps.DiscreteAdjoint()` for these."
+    "The {name!r} backend computes adjoint gradients on the host, outside JAX, so "
+    "its adjoints have no second derivatives and no forward mode: `jax.hessian`, "
+    "`jax.jacfwd`, `jax.jvp` and `jax.jacrev(jax.jacrev(...))` cannot pass through "
+    "them. Use `sensitivity=ps.ForwardSensitivity()`, which supports every JAX "
+    "transform on every backend."
 )
 
 

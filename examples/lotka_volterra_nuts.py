@@ -45,11 +45,12 @@ def lotka_volterra(t, y, p):
 
 
 def make_model(backend=None, *, t1=5.0, rtol=1e-6, atol=1e-8, max_steps=4096,
-               on_failed_solve=None):
+               on_failed_solve=None, sensitivity=None):
     """The NumPyro model `model(ts, y0, obs=None)`.
 
     Solves with `ps.solve(..., solver=None, throw=False)` on `backend` (None: the
-    default backend). `on_failed_solve`, if given, is called on the host with the
+    default backend), with `sensitivity` (None: `solve`'s choice, forward
+    sensitivities for these 6 inputs). `on_failed_solve`, if given, is called on the host with the
     number of failed solves in each model evaluation (`jax.debug.callback`)."""
     problem = ps.ODEProblem(lotka_volterra, t0=0.0, t1=t1)
 
@@ -57,7 +58,8 @@ def make_model(backend=None, *, t1=5.0, rtol=1e-6, atol=1e-8, max_steps=4096,
         rates = [numpyro.sample(name, dist.LogNormal(0.0, 1.0)) for name in NAMES[:4]]
         sigma = numpyro.sample("sigma", dist.LogNormal(-1.0, 1.0))
         sol = ps.solve(problem, y0, jnp.stack(rates), saveat=ts, backend=backend,
-                       rtol=rtol, atol=atol, max_steps=max_steps, throw=False)
+                       rtol=rtol, atol=atol, max_steps=max_steps, throw=False,
+                       sensitivity=sensitivity)
         if on_failed_solve is not None:
             jax.debug.callback(on_failed_solve, sol.result != ps.RESULTS.successful)
         # A failed solve is NaN here: NaN log-likelihood, proposal rejected.

@@ -251,6 +251,33 @@ _solve_flat_jit = jax.jit(_solve_flat, static_argnums=0)
 _solve_flat_forward_mode_jit = jax.jit(_solve_flat_forward_mode, static_argnums=0)
 
 
+# `sensitivity=None` picks forward sensitivities up to this many inputs (states plus
+# differentiated parameters). Measured (`benchmarks/forward_mode.py`, RESULTS.md): the
+# forward-sensitivity gradient costs 0.07-0.6x the adjoint's at 3-6 inputs on Diffrax
+# and SciPy (Lotka-Volterra, the oscillator, a supernova-like integral), and 2.3-8x at
+# 65 (the heat equation on 64 nodes); its cost grows with the inputs, the adjoint's
+# does not. 8 is on the safe side of the crossover on both backends.
+FORWARD_MODE_MAX_INPUTS = 8
+
+
+def default_sensitivity(backend: AbstractBackend, n: int, m: int) -> AbstractSensitivity:
+    """The sensitivity that `solve(sensitivity=None)` uses.
+
+    **Arguments:**
+
+    - `backend`: the backend object.
+    - `n`, `m`: the sizes of the flattened state and of the differentiated args.
+
+    **Returns:**
+
+    `ps.ForwardSensitivity()` if `n + m <= FORWARD_MODE_MAX_INPUTS`, else the
+    backend's default adjoint (`backend.default_sensitivity`).
+    """
+    if n + m <= FORWARD_MODE_MAX_INPUTS:
+        return ForwardSensitivity()
+    return backend.default_sensitivity
+
+
 def solve(
     problem: ODEProblem,
     y0,
@@ -287,8 +314,11 @@ def solve(
         the default (`ps.set_default_backend`, then `$PYSCIML_BACKEND`, then
         `"diffrax"`).
     - `rtol`, `atol`: the relative and absolute tolerances of the adaptive step.
-    - `sensitivity`: how to compute gradients, e.g. `ps.DiscreteAdjoint()` or
-        `ps.BacksolveAdjoint()`; `None` uses the backend's default.
+    - `sensitivity`: how to compute derivatives, e.g. `ps.ForwardSensitivity()`,
+        `ps.DiscreteAdjoint()` or `ps.InterpolatingAdjoint()`. `None` chooses (see
+        `default_sensitivity`): forward sensitivities when the state and the
+        differentiated args have at most `FORWARD_MODE_MAX_INPUTS` (8) entries
+        together, else the backend's adjoint.
     - `max_steps`: the most steps the solver may take.
     - `throw`: if `True`, a failed solve raises an error (also under `jit`). If
         `False`, a failed solve returns NaN in `ys` and the reason in `result`: use
@@ -307,11 +337,9 @@ def solve(
     backend = get_backend(backend)
     if solver is None:
         solver = backend.default_solver
-    if sensitivity is None:
-        sensitivity = backend.default_sensitivity
     _check_option("solver", solver, AbstractSolver, backend.solvers, backend)
-    forward_mode = isinstance(sensitivity, ForwardSensitivity)
-    if not forward_mode:  # forward sensitivities are `solve`'s own, on every backend
+    if sensitivity is not None and not isinstance(sensitivity, ForwardSensitivity):
+        # Forward sensitivities are `solve`'s own, on every backend.
         _check_option(
             "sensitivity", sensitivity, AbstractSensitivity, backend.sensitivities,
             backend,
@@ -330,6 +358,9 @@ def solve(
 
     y_spec = spec_of(y0)
     p_spec = spec_of(dynamic_args)
+    if sensitivity is None:
+        sensitivity = default_sensitivity(backend, y_spec.size, p_spec.size)
+    forward_mode = isinstance(sensitivity, ForwardSensitivity)
     dtype = y_spec.dtype
     ts = _check_saveat(saveat, problem, dtype)
     flat = FlatProblem(

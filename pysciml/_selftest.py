@@ -27,7 +27,7 @@ import scipy.linalg
 from ._backend import get_backend
 from ._backend.host import HostThread
 from ._problem import ODEProblem
-from ._sensitivity import BacksolveAdjoint
+from ._sensitivity import BacksolveAdjoint, DirectAdjoint, ForwardSensitivity
 from ._solution import RESULTS
 from ._solve import solve
 from ._solver import LSODA, AbstractImplicitSolver, Dopri8
@@ -86,12 +86,35 @@ def _lv_value_and_grad(backend, solver, sensitivity, tol):
 def _explicit_check(backend, sensitivity):
     def run():
         value, (g_y0, g_p) = _lv_value_and_grad(backend, Dopri8(), sensitivity, 1e-10)
-        ref, (r_y0, r_p) = _lv_value_and_grad("diffrax", Dopri8(), None, 1e-12)
+        ref, (r_y0, r_p) = _lv_value_and_grad("diffrax", Dopri8(), DirectAdjoint(),
+                                              1e-12)
         errs = [_expect("value", value, ref, 1e-6), _expect("dL/dy0", g_y0, r_y0, 1e-6),
                 _expect("dL/dp", g_p, r_p, 1e-6)]
         return f"max rel. error {max(errs):.1e} vs diffrax Dopri8 at 1e-12"
 
     return Check(f"Lotka-Volterra Dopri8 {type(sensitivity).__name__}", run)
+
+
+def _forward_sensitivity_check(backend):
+    def run():
+        def loss(x, backend, sensitivity):
+            ys = solve(LV, x[:2], x[2:], saveat=LV_TS, backend=backend, solver=Dopri8(),
+                       sensitivity=sensitivity, rtol=1e-10, atol=1e-10,
+                       max_steps=100_000).ys
+            return jnp.sum(LV_W * ys**2)
+
+        x = jnp.concatenate([jnp.asarray(LV_Y0), jnp.asarray(LV_P)])
+        fs = ForwardSensitivity()
+        grad = jax.grad(loss)(x, backend, fs)
+        hess = jax.hessian(loss)(x, backend, fs)
+        ref_grad = jax.grad(loss)(x, "diffrax", DirectAdjoint())
+        ref_hess = jax.hessian(loss)(x, "diffrax", DirectAdjoint())
+        errs = [_expect("gradient", grad, ref_grad, 1e-6),
+                _expect("Hessian", hess, ref_hess, 1e-6)]
+        return (f"grad and jax.hessian: max rel. error {max(errs):.1e} vs diffrax "
+                "DirectAdjoint")
+
+    return Check("Lotka-Volterra Dopri8 ForwardSensitivity", run)
 
 
 # --- A stiff linear system against its matrix exponential -----------------------------
@@ -332,12 +355,15 @@ def _ctrl_c_check(backend, timeout):
 
 
 def _adjoint_max_steps_check(backend):
+    adjoint = get_backend(backend).default_sensitivity
+
     def run():
         def steps(max_steps):
             def loss(p):
                 return jnp.sum(solve(LV, jnp.asarray(LV_Y0), p, saveat=LV_TS,
                                      backend=backend, rtol=1e-10, atol=1e-10,
-                                     max_steps=max_steps, throw=False).ys)
+                                     max_steps=max_steps, throw=False,
+                                     sensitivity=adjoint).ys)
 
             sol = solve(LV, jnp.asarray(LV_Y0), jnp.asarray(LV_P), saveat=LV_TS,
                         backend=backend, rtol=1e-10, atol=1e-10, max_steps=max_steps,
@@ -366,7 +392,8 @@ def _adjoint_max_steps_check(backend):
         try:
             jax.grad(lambda p: jnp.sum(solve(LV, jnp.asarray(LV_Y0), p, saveat=LV_TS,
                                              backend=backend, rtol=1e-10, atol=1e-10,
-                                             max_steps=forward_steps + 1).ys))(
+                                             max_steps=forward_steps + 1,
+                                             sensitivity=adjoint).ys))(
                 jnp.asarray(LV_P)).block_until_ready()
         except Exception as e:
             if "maximum number of solver steps" not in str(e):
@@ -433,6 +460,7 @@ def checks(backend: str = "julia") -> list[Check]:
     implicit = [s for s in table.solvers if issubclass(s, AbstractImplicitSolver | LSODA)]
     out = [_start_check()] if backend == "julia" else []
     out += [_explicit_check(backend, s()) for s in adjoints]
+    out.append(_forward_sensitivity_check(backend))
     # BacksolveAdjoint re-integrates the state backward, which is unstable on a stiff
     # problem whatever the solver (the fast mode grows backward): not checked there.
     out += [_stiff_check(backend, solver(), s()) for solver in implicit

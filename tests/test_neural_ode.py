@@ -75,8 +75,13 @@ def test_resume_continues_exactly(train, tmp_path):
     resumed = train.main([*common, "--checkpoint-dir", str(tmp_path / "b"),
                           "--resume"])
     assert resumed["step"] == 8
-    np.testing.assert_allclose(resumed["params"], straight["params"], rtol=0,
-                               atol=1e-6)
+    # Exactly: the checkpoint holds the model, the optimiser state, the step and the
+    # raw RNG key bit for bit, and the resumed run compiles the same step functions
+    # (one per curriculum length), so every float operation repeats. (Measured: 0 of
+    # 42 parameters differ.)
+    np.testing.assert_array_equal(first["losses"] + resumed["losses"],
+                                  straight["losses"])
+    np.testing.assert_array_equal(resumed["params"], straight["params"])
     # The checkpoint remembers its settings: resuming with others is refused.
     with pytest.raises(ValueError, match="other settings"):
         train.main([*common, "--checkpoint-dir", str(tmp_path / "b"), "--resume",

@@ -362,28 +362,6 @@ def test_no_second_derivatives_on_host_says_so():
         jax.grad(jax.grad(f))(1.0)
 
 
-def test_float32_without_x64_and_no_global_setting_changed():
-    code = textwrap.dedent("""
-        import jax, jax.numpy as jnp, numpy as np
-        import pysciml as ps
-        assert not jax.config.jax_enable_x64
-        prob = ps.ODEProblem(lambda t, y, k: -k * y, 0.0, 1.0)
-        for backend in ("diffrax", "scipy"):
-            sol = ps.solve(prob, jnp.ones(2, jnp.float32), jnp.float32(2.0),
-                           saveat=jnp.array([0.5, 1.0]), backend=backend)
-            assert sol.ys.dtype == jnp.float32, sol.ys.dtype
-            assert np.allclose(sol.ys[:, 0], np.exp([-1.0, -2.0]), rtol=1e-5)
-            g = jax.grad(lambda k: ps.solve(prob, jnp.ones(2, jnp.float32), k,
-                         saveat=jnp.array([1.0]), backend=backend).ys.sum())(jnp.float32(2.0))
-            assert g.dtype == jnp.float32 and abs(g + 2 * np.exp(-2.0)) < 1e-4, g
-        assert not jax.config.jax_enable_x64
-        print("ok")
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=180)
-    assert out.returncode == 0, out.stderr
-
-
 def test_dropped_residuals_are_recomputed(monkeypatch):
     """The forward dense output is kept for the backward pass; when the store has
     dropped it (it is bounded in bytes), the VJP re-solves and gives the same answer."""

@@ -84,12 +84,15 @@ def run_demo(steps: int = 300, backends=None) -> int:
     return 0
 
 
-def run_crossval(backends=None) -> int:
+def run_crossval(backends=None, cases=None) -> int:
+    """The cross-validation report on `backends` (default: every available one), for
+    the named `cases` of `_crossval.CASES` (default: all of them)."""
     from ._crossval import crossval, print_report
 
     names = backends or [n for n, (ok, _) in available_backends().items() if ok]
     print()
-    print_report(crossval(names), rtol=1e-8)
+    rows = crossval(names) if cases is None else crossval(names, cases=tuple(cases))
+    print_report(rows, rtol=1e-8)
     return 0
 
 

@@ -39,6 +39,15 @@ def main(argv=None) -> int:
     cv.add_argument("--rtol", type=float, default=1e-8)
     cv.add_argument("--backends", default=None, help="comma-separated; default: all")
     args = parser.parse_args(argv)
+    if getattr(args, "backends", None):
+        from ._backend import backend_names
+
+        unknown = [n for n in args.backends.split(",") if n not in backend_names()]
+        if unknown:
+            parser.error(
+                f"--backends: unknown backend(s) {', '.join(map(repr, unknown))}; "
+                f"known: {','.join(backend_names())}"
+            )
 
     if args.command == "demo":
         from ._demo import run_crossval, run_demo

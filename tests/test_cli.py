@@ -29,6 +29,9 @@ def test_demo_quick_on_scipy():
     end. (~5 s; the full report compiles every solver x sensitivity of every backend
     on four problems: minutes.)"""
     out = _run("demo", "--steps", "3", "--backends", "scipy", "--quick")
+    # Julia is not named, so it is neither started nor installed (it once was: the
+    # demo checked every backend's availability before looking at --backends).
+    assert "Julia" not in out and "julia" not in out, out
     assert "Lotka-Volterra calibration: 40 noisy observations" in out
     assert "[scipy] 3 Adam steps in" in out
     assert "  fitted = [" in out and "  rel. error = [" in out
@@ -38,3 +41,11 @@ def test_demo_quick_on_scipy():
     rows = [line for line in out.splitlines()
             if line.startswith("| ") and not line.startswith("| case")]
     assert rows and all(line.split("|")[2].strip() == "scipy" for line in rows), rows
+
+
+def test_unknown_backend_is_refused_by_name():
+    out = subprocess.run([sys.executable, "-m", "pysciml", "demo", "--backends",
+                          "scipy,fortran"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "--backends: unknown backend(s) 'fortran'; known: diffrax,scipy,julia" in \
+        out.stderr

@@ -56,6 +56,10 @@ def test_augmented_dims_start_at_zero_and_are_dropped():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiny_training_run_lowers_the_loss(train, backend):
+    """A pipeline check: training runs on every backend and improves its own loss (on
+    data the example makes with the diffrax backend). It claims no accuracy; the
+    gradients' accuracy is checked above (backends against each other) and in
+    test_core_gradients (against analytic adjoints and finite differences)."""
     # 12 steps, the first 6 on the same 10% curriculum window: compare within it.
     out = train.main([*train.TINY_ARGS, "--steps", "12", "--lr", "1e-2",
                       "--backend", backend, "--no-progress"])

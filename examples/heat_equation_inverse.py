@@ -188,7 +188,8 @@ def main(argv=None) -> dict:
     extra = mcmc.get_extra_fields()
     accept_prob = float(np.mean(extra["accept_prob"]))
     divergences = int(np.sum(extra["diverging"]))
-    d_ess = float(effective_sample_size(d_samples[None]))
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN for a stuck chain
+        d_ess = float(effective_sample_size(d_samples[None]))
 
     print(f"Heat equation inverse problem, backend={args.backend}, "
           f"solver={type(solver).__name__}, n={args.n}, {args.snapshots} snapshots, "

@@ -31,6 +31,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from _common import figure_path, parser, setup
+from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC, NUTS, init_to_value
 
 import pysciml as ps
@@ -179,11 +180,16 @@ def main(argv=None) -> dict:
                 num_warmup=args.num_warmup, num_samples=args.num_samples,
                 progress_bar=False)
     start = time.perf_counter()
-    mcmc.run(key_mcmc, data)
+    mcmc.run(key_mcmc, data, extra_fields=("accept_prob", "diverging"))
     nuts_time = time.perf_counter() - start
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
     d_samples = samples["D"]
     q5, q95 = np.quantile(d_samples, [0.05, 0.95])
+    extra = mcmc.get_extra_fields()
+    accept_prob = float(np.mean(extra["accept_prob"]))
+    divergences = int(np.sum(extra["diverging"]))
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN for a stuck chain
+        d_ess = float(effective_sample_size(d_samples[None]))
 
     print(f"Heat equation inverse problem, backend={args.backend}, "
           f"solver={type(solver).__name__}, n={args.n}, {args.snapshots} snapshots, "
@@ -195,7 +201,8 @@ def main(argv=None) -> dict:
         print(f"  initial sine coefficients {np.round(a_gd, 4)} (truth {A_TRUE})")
     print(f"NUTS ({args.num_warmup} + {args.num_samples}, {nuts_time:.1f} s): D = "
           f"{d_samples.mean():.5f} +- {d_samples.std():.5f}, 90% interval "
-          f"[{q5:.5f}, {q95:.5f}]")
+          f"[{q5:.5f}, {q95:.5f}]; effective sample size {d_ess:.0f}, mean "
+          f"acceptance probability {accept_prob:.2f}, {divergences} divergences")
     if args.infer_ic:
         print(f"  initial sine coefficients {np.round(samples['a'].mean(0), 4)} "
               f"+- {np.round(samples['a'].std(0), 4)}")
@@ -235,6 +242,9 @@ def main(argv=None) -> dict:
         "D_nuts_mean": float(d_samples.mean()),
         "D_nuts_sd": float(d_samples.std()),
         "D_nuts_90": (float(q5), float(q95)),
+        "D_nuts_ess": d_ess,
+        "accept_prob": accept_prob,
+        "divergences": divergences,
         "samples": samples,
         "gd_seconds": gd_time,
         "gd_evaluations": evaluations,

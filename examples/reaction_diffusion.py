@@ -139,6 +139,9 @@ def main(argv=None) -> dict:
 
     return {
         "truth": dict(TRUTH),
+        "ts": np.asarray(ts),
+        "clean": np.asarray(clean),  # the noise-free data
+        "data": np.asarray(data),
         "fit": fit,
         "rel_error": rel,
         "front_speed": speed,

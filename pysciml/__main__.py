@@ -14,6 +14,11 @@ def main(argv=None) -> int:
     )
     demo.add_argument("--steps", type=int, default=300)
     demo.add_argument("--backends", default=None, help="comma-separated; default: all")
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short cross-validation report: the exponential-decay case only",
+    )
     julia = sub.add_parser("julia", help="the Julia backend")
     julia.add_argument(
         "--warmup",
@@ -34,12 +39,24 @@ def main(argv=None) -> int:
     cv.add_argument("--rtol", type=float, default=1e-8)
     cv.add_argument("--backends", default=None, help="comma-separated; default: all")
     args = parser.parse_args(argv)
+    if getattr(args, "backends", None):
+        from ._backend import backend_names
+
+        unknown = [n for n in args.backends.split(",") if n not in backend_names()]
+        if unknown:
+            parser.error(
+                f"--backends: unknown backend(s) {', '.join(map(repr, unknown))}; "
+                f"known: {','.join(backend_names())}"
+            )
 
     if args.command == "demo":
         from ._demo import run_crossval, run_demo
 
         backends = None if args.backends is None else args.backends.split(",")
-        return run_demo(steps=args.steps, backends=backends) or run_crossval(backends)
+        cases = ("decay",) if args.quick else None
+        return run_demo(steps=args.steps, backends=backends) or run_crossval(
+            backends, cases=cases
+        )
     if args.command == "backends":
         from ._demo import available_backends
 

@@ -21,12 +21,15 @@ def lotka_volterra(t, y, p):
     return jnp.stack([alpha * x - beta * x * z, -gamma * z + delta * x * z])
 
 
-def available_backends(start: bool = True) -> dict[str, tuple[bool, str]]:
-    """Each backend name -> `(available, reason)`. With `start`, the Julia backend is
-    started here (juliacall finds or installs Julia), and a failed start is reported
-    with juliacall's reason; without it, only whether juliacall is installed."""
+def available_backends(
+    start: bool = True, names=None
+) -> dict[str, tuple[bool, str]]:
+    """Each backend name (of `names`, default: every backend) -> `(available,
+    reason)`. With `start`, the Julia backend is started here (juliacall finds or
+    installs Julia), and a failed start is reported with juliacall's reason; without
+    it, only whether juliacall is installed. Julia is only started if `names` has it."""
     out = {}
-    for name in backend_names():
+    for name in backend_names() if names is None else names:
         if name == "julia":
             status = julia_status()
             if start and status.available:
@@ -50,8 +53,8 @@ def run_demo(steps: int = 300, backends=None) -> int:
     data = clean.ys + 0.05 * jax.random.normal(jax.random.key(0), clean.ys.shape)
     print("Lotka-Volterra calibration: 40 noisy observations on [0, 10], noise sd 0.05")
     print(f"true parameters (alpha, beta, gamma, delta) = {p_true}")
-    status = available_backends()
-    names = backends or list(status)
+    names = list(backends or backend_names())
+    status = available_backends(names=names)  # starts Julia only if it is named
     for name in names:
         ok, why = status[name]
         if not ok:
@@ -84,12 +87,15 @@ def run_demo(steps: int = 300, backends=None) -> int:
     return 0
 
 
-def run_crossval(backends=None) -> int:
+def run_crossval(backends=None, cases=None) -> int:
+    """The cross-validation report on `backends` (default: every available one), for
+    the named `cases` of `_crossval.CASES` (default: all of them)."""
     from ._crossval import crossval, print_report
 
     names = backends or [n for n, (ok, _) in available_backends().items() if ok]
     print()
-    print_report(crossval(names), rtol=1e-8)
+    rows = crossval(names) if cases is None else crossval(names, cases=tuple(cases))
+    print_report(rows, rtol=1e-8)
     return 0
 
 

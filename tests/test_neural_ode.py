@@ -56,6 +56,10 @@ def test_augmented_dims_start_at_zero_and_are_dropped():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiny_training_run_lowers_the_loss(train, backend):
+    """A pipeline check: training runs on every backend and improves its own loss (on
+    data the example makes with the diffrax backend). It claims no accuracy; the
+    gradients' accuracy is checked above (backends against each other) and in
+    test_core_gradients (against analytic adjoints and finite differences)."""
     # 12 steps, the first 6 on the same 10% curriculum window: compare within it.
     out = train.main([*train.TINY_ARGS, "--steps", "12", "--lr", "1e-2",
                       "--backend", backend, "--no-progress"])
@@ -75,8 +79,13 @@ def test_resume_continues_exactly(train, tmp_path):
     resumed = train.main([*common, "--checkpoint-dir", str(tmp_path / "b"),
                           "--resume"])
     assert resumed["step"] == 8
-    np.testing.assert_allclose(resumed["params"], straight["params"], rtol=0,
-                               atol=1e-6)
+    # Exactly: the checkpoint holds the model, the optimiser state, the step and the
+    # raw RNG key bit for bit, and the resumed run compiles the same step functions
+    # (one per curriculum length), so every float operation repeats. (Measured: 0 of
+    # 42 parameters differ.)
+    np.testing.assert_array_equal(first["losses"] + resumed["losses"],
+                                  straight["losses"])
+    np.testing.assert_array_equal(resumed["params"], straight["params"])
     # The checkpoint remembers its settings: resuming with others is refused.
     with pytest.raises(ValueError, match="other settings"):
         train.main([*common, "--checkpoint-dir", str(tmp_path / "b"), "--resume",

@@ -1,5 +1,6 @@
 """Gradients through every solver of every backend, with the backend's default
-sensitivity: against the analytic adjoint of exponential decay, and against central
+adjoint (named: `sensitivity=None` would pick forward sensitivities for these small
+problems, which `test_forward_sensitivity.py` covers): against the analytic adjoint of exponential decay, and against central
 finite differences on Lotka--Volterra. (`test_core_gradients.py` covers every
 *sensitivity* with each backend's default solver.)"""
 
@@ -17,13 +18,18 @@ LV_TS = np.linspace(0.5, 3.0, 6)
 LV_W = np.random.default_rng(7).normal(size=(6, 2))
 
 
+def _adjoint(backend):
+    return ps.get_backend(backend).default_sensitivity
+
+
 @pytest.mark.parametrize("backend,solver", solver_backend_pairs())
 def test_decay_gradient_against_analytic_adjoint(backend, solver):
     T, tau, y0 = 2.0, 0.7, 1.3
 
     def loss(y0, tau):
         ys = ps.solve(DECAY, y0, tau, saveat=jnp.array([1.0, T]), backend=backend,
-                      solver=solver, rtol=1e-10, atol=1e-12, max_steps=100_000).ys
+                      solver=solver, sensitivity=_adjoint(backend), rtol=1e-10,
+                      atol=1e-12, max_steps=100_000).ys
         return jnp.sum(ys**2)
 
     g_y0, g_tau = jax.grad(loss, argnums=(0, 1))(jnp.asarray(y0), jnp.asarray(tau))
@@ -40,7 +46,8 @@ def test_decay_gradient_against_analytic_adjoint(backend, solver):
 def test_lotka_volterra_gradient_against_finite_differences(backend, solver):
     def loss(y0, p):
         ys = ps.solve(LV, y0, p, saveat=jnp.asarray(LV_TS), backend=backend,
-                      solver=solver, rtol=1e-11, atol=1e-11, max_steps=100_000).ys
+                      solver=solver, sensitivity=_adjoint(backend), rtol=1e-11,
+                      atol=1e-11, max_steps=100_000).ys
         return jnp.sum(LV_W * ys)
 
     y0, p = jnp.asarray(LV_Y0), jnp.asarray(LV_P)

@@ -1,7 +1,11 @@
-"""Command line: `python -m pysciml {demo,julia,backends}`."""
+"""Command line: `python -m pysciml {demo,julia,backends,crossval}`."""
 
 import argparse
 import sys
+
+# The names of `_crossval.CASES`, listed here so that `--help` imports no JAX.
+CASE_NAMES = ("decay", "linear", "stiff-linear", "lotka-volterra", "rober", "vdpol",
+              "orego", "e5")
 
 
 def main(argv=None) -> int:
@@ -10,7 +14,7 @@ def main(argv=None) -> int:
     demo = sub.add_parser(
         "demo",
         help="Lotka-Volterra calibration, then the cross-validation report, on every "
-        "installed backend",
+        "installed backend; saves two work-precision diagrams in out/crossval/",
     )
     demo.add_argument("--steps", type=int, default=300)
     demo.add_argument("--backends", default=None, help="comma-separated; default: all")
@@ -38,6 +42,19 @@ def main(argv=None) -> int:
     )
     cv.add_argument("--rtol", type=float, default=1e-8)
     cv.add_argument("--backends", default=None, help="comma-separated; default: all")
+    cv.add_argument(
+        "--cases",
+        default=None,
+        help="comma-separated, from: " + ", ".join(CASE_NAMES) + "; default: all",
+    )
+    cv.add_argument(
+        "--plot",
+        metavar="DIR",
+        default=None,
+        help="also sweep rtol over 1e-4, 1e-6, 1e-8, 1e-10 and save a work-precision "
+        "diagram (error against time; values, and gradients where there is a "
+        "reference) per case as DIR/<case>.png; needs matplotlib",
+    )
     args = parser.parse_args(argv)
     if getattr(args, "backends", None):
         from ._backend import backend_names
@@ -55,7 +72,7 @@ def main(argv=None) -> int:
         backends = None if args.backends is None else args.backends.split(",")
         cases = ("decay",) if args.quick else None
         return run_demo(steps=args.steps, backends=backends) or run_crossval(
-            backends, cases=cases
+            backends, cases=cases, plot_dir=None if args.quick else "out/crossval"
         )
     if args.command == "backends":
         from ._demo import available_backends
@@ -64,13 +81,23 @@ def main(argv=None) -> int:
             print(f"{name:8s} {'available' if ok else 'unavailable'}: {why}")
         return 0
     if args.command == "crossval":
-        from ._crossval import crossval, print_report
-        from ._demo import available_backends
+        from ._demo import _has_matplotlib, run_crossval
 
-        names = (args.backends.split(",") if args.backends else
-                 [n for n, (ok, _) in available_backends().items() if ok])
-        print_report(crossval(names, rtol=args.rtol), args.rtol)
-        return 0
+        if args.plot is not None and not _has_matplotlib():
+            parser.error(
+                "crossval --plot needs matplotlib: pip install 'pysciml[examples]' "
+                "(or pip install matplotlib)."
+            )
+        backends = None if args.backends is None else args.backends.split(",")
+        cases = CASE_NAMES if args.cases is None else tuple(args.cases.split(","))
+        unknown = [c for c in cases if c not in CASE_NAMES]
+        if unknown:
+            parser.error(
+                f"crossval --cases: unknown {', '.join(unknown)}; choose from "
+                f"{', '.join(CASE_NAMES)}."
+            )
+        return run_crossval(backends, rtol=args.rtol, cases=cases, plot_dir=args.plot,
+                            plot_cases=None)
     if args.command == "julia":
         if args.selftest:
             from ._selftest import run_selftest

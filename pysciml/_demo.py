@@ -2,6 +2,7 @@
 backend, from the same code."""
 
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -87,15 +88,60 @@ def run_demo(steps: int = 300, backends=None) -> int:
     return 0
 
 
-def run_crossval(backends=None, cases=None) -> int:
-    """The cross-validation report on `backends` (default: every available one), for
-    the named `cases` of `_crossval.CASES` (default: all of them)."""
-    from ._crossval import crossval, print_report
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+# The cases whose work-precision diagrams `make demo` draws: one with a gradient
+# reference and one stiff problem of the IVP test set. Each costs a compilation per
+# solver and tolerance (~5 s for a Diffrax gradient), so the demo draws two; `python
+# -m pysciml crossval --plot DIR` draws them all.
+DEMO_PLOT_CASES = ("lotka-volterra", "orego")
+
+
+def run_crossval(backends=None, rtol: float = 1e-8, cases=None,
+                 plot_dir="out/crossval", plot_cases=DEMO_PLOT_CASES) -> int:
+    """Prints the cross-validation report, and saves work-precision diagrams.
+
+    **Arguments:**
+
+    - `backends`: backend names; `None`: every available one.
+    - `rtol`: the report's tolerance.
+    - `cases`: names from `_crossval.CASES`; `None`: all.
+    - `plot_dir`: where to save the diagrams (relative to the current directory), or
+        `None` for none.
+    - `plot_cases`: the cases to draw, or `None` for all of `cases`.
+
+    **Returns:**
+
+    The exit status, 0.
+    """
+    from ._crossval import (
+        CASES,
+        SWEEP_RTOLS,
+        crossval,
+        plot_work_precision,
+        print_report,
+    )
 
     names = backends or [n for n, (ok, _) in available_backends().items() if ok]
+    cases = tuple(CASES) if cases is None else tuple(cases)
+    if plot_dir is not None and not _has_matplotlib():
+        print("No work-precision diagrams: they need matplotlib (pip install "
+              "'pysciml[examples]').")
+        plot_dir = None
+    rows = crossval(names, rtol=rtol, cases=cases,
+                    sweep_rtols=SWEEP_RTOLS if plot_dir is not None else (),
+                    sweep_cases=plot_cases)
     print()
-    rows = crossval(names) if cases is None else crossval(names, cases=tuple(cases))
-    print_report(rows, rtol=1e-8)
+    print_report(rows, rtol=rtol)
+    if plot_dir is not None:
+        paths = plot_work_precision(rows, plot_dir)
+        where = Path(plot_dir).resolve()
+        print(f"\nWork-precision diagrams ({len(paths)}) in {where}/: "
+              + ", ".join(p.name for p in paths))
     return 0
 
 

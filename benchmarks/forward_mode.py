@@ -111,8 +111,11 @@ def part_workflows(run, rounds):
     for name, (problem, y0, args, ts, solvers) in workflows().items():
         for backend in ("diffrax", "scipy"):
             solver = solvers.get(backend)
+            # The backend's adjoint, named: `None` would pick forward sensitivities
+            # for the small workflows (the first run of this script did, by mistake).
+            adjoint = ps.get_backend(backend).default_sensitivity
             fns = {
-                "adjoint": grad_fn(problem, y0, args, ts, backend, solver, None),
+                "adjoint": grad_fn(problem, y0, args, ts, backend, solver, adjoint),
             }
             n = y0.size + sum(x.size for x in jax.tree.leaves(eqx.filter(
                 args, eqx.is_inexact_array)))
@@ -153,7 +156,8 @@ def part_scipy_lv(run, rounds):
         "pysciml forward": lambda: jax.block_until_ready(fwd(p)),
         "pysciml ForwardSensitivity grad": grad_fn(problem, y0, p, ts, "scipy", None,
                                                    FS),
-        "pysciml adjoint grad": grad_fn(problem, y0, p, ts, "scipy", None, None),
+        "pysciml adjoint grad": grad_fn(problem, y0, p, ts, "scipy", None,
+                                        ps.InterpolatingAdjoint()),
     }
     timing = run.add("scipy-lv", compare(fns, rounds=rounds, target_s=0.05))
     run.figure("LV SciPy: ForwardSensitivity gradient / its own forward",

@@ -115,8 +115,8 @@ def _forward(method, fun, t0, y0, ts, options, jac, jac_sparsity, dense):
     step's dense output. Returns `(ys, stats, interpolant or None)`."""
     n = y0.shape[0]
     ys = np.empty((ts.shape[0], n))
-    i = int(np.searchsorted(ts, t0, side="right"))
-    ys[:i] = y0
+    # `ts` is strictly increasing and after t0 (the host path's `SaveTimes`).
+    i = 0
     counter = [0]
     solver = _make_solver(method, fun, t0, y0, ts[-1], options, jac, jac_sparsity, None)
     grid, pieces = [t0], []

@@ -396,7 +396,7 @@ def test_no_second_derivatives_on_host_says_so():
 def test_dropped_residuals_are_recomputed(monkeypatch):
     """The forward dense output is kept for the backward pass; when the store has
     dropped it (it is bounded in bytes), the VJP re-solves and gives the same answer."""
-    from pysciml._backend import host
+    from pysciml._backend.host import _residuals
 
     problem = ps.ODEProblem(lotka_volterra, 0.0, 3.0)
     ts = jnp.linspace(0.5, 3.0, 6)
@@ -408,12 +408,12 @@ def test_dropped_residuals_are_recomputed(monkeypatch):
             atol=1e-9).ys ** 2))(jnp.array([1.5, 1.0, 3.0, 1.0]))
 
     kept = []
-    original_get = host.RESIDUALS.get
-    monkeypatch.setattr(host.RESIDUALS, "get",
+    original_get = _residuals.RESIDUALS.get
+    monkeypatch.setattr(_residuals.RESIDUALS, "get",
                         lambda token: kept.append(original_get(token)) or kept[-1])
     g_kept = grad()
     assert kept and kept[-1] is not None
-    monkeypatch.setattr(host.RESIDUALS, "max_bytes", 0)
+    monkeypatch.setattr(_residuals.RESIDUALS, "max_bytes", 0)
     g_recomputed = grad()
     assert kept[-1] is None
     np.testing.assert_array_equal(g_kept, g_recomputed)
@@ -422,9 +422,9 @@ def test_dropped_residuals_are_recomputed(monkeypatch):
 def test_a_vector_field_error_is_reported_once(capsys, monkeypatch):
     """Inside inference the same failure recurs at every proposal: its traceback is
     printed once per distinct error, not once per call."""
-    from pysciml._backend import host
+    from pysciml._backend.host import _codes
 
-    monkeypatch.setattr(host, "_REPORTED", set())
+    monkeypatch.setattr(_codes, "_REPORTED", set())
 
     def f(t, y, p):
         y = eqx.error_if(y, y[0] < 0.5, "state fell below 0.5")
@@ -488,7 +488,7 @@ def test_evicted_residuals_are_recomputed_with_the_right_gradient(monkeypatch):
     """Two forward solves whose dense outputs do not both fit: the second evicts the
     first, whose backward pass then re-solves, and both gradients are the analytic
     ones."""
-    from pysciml._backend import host
+    from pysciml._backend.host import _residuals
 
     problem = ps.ODEProblem(lambda t, y, k: -k * y, 0.0, 2.0)
     ts, y0 = np.array([0.5, 1.0, 2.0]), np.array([1.0, -2.0])
@@ -503,16 +503,17 @@ def test_evicted_residuals_are_recomputed_with_the_right_gradient(monkeypatch):
 
     ka, kb = jnp.asarray(0.7), jnp.asarray(1.3)
     # The sizes of the two entries, in a store large enough for both.
-    monkeypatch.setattr(host, "RESIDUALS", host.ResidualStore(max_bytes=2**30))
+    monkeypatch.setattr(_residuals, "RESIDUALS",
+                        _residuals.ResidualStore(max_bytes=2**30))
     jax.vjp(loss, ka)
-    size_a = host.RESIDUALS._bytes
+    size_a = _residuals.RESIDUALS._bytes
     jax.vjp(loss, kb)
-    size_b = host.RESIDUALS._bytes - size_a
+    size_b = _residuals.RESIDUALS._bytes - size_a
     assert size_a > 0 and size_b > 0
 
     # One byte too small for both.
-    store = host.ResidualStore(max_bytes=size_a + size_b - 1)
-    monkeypatch.setattr(host, "RESIDUALS", store)
+    store = _residuals.ResidualStore(max_bytes=size_a + size_b - 1)
+    monkeypatch.setattr(_residuals, "RESIDUALS", store)
     got = []
     original_get = store.get
     monkeypatch.setattr(store, "get",

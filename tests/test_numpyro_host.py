@@ -97,11 +97,11 @@ def test_nuts_with_wide_priors_on_scipy_is_quiet(capfd, monkeypatch):
     likelihood (`throw=False`), the chain finishes, and stderr stays free of
     tracebacks and warnings (it used to print SciPy's ValueError and NumPy's overflow
     warnings at every such proposal)."""
-    from pysciml._backend import host
+    from pysciml._backend.host import _callbacks
 
     nonfinite = []
-    original = host._all_finite
-    monkeypatch.setattr(host, "_all_finite", lambda *a: original(*a) or
+    original = _callbacks._all_finite
+    monkeypatch.setattr(_callbacks, "_all_finite", lambda *a: original(*a) or
                         nonfinite.append(1))
     data = _data()
 

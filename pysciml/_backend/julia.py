@@ -2,7 +2,7 @@
 adjoints, on the shared host path.
 
 Only `JuliaBackend.host_forward`/`host_vjp` and `_julia.py` touch Julia; everything else
-(flattening, callbacks, vmap, threads, failure codes) is `host.py`, which the SciPy
+(flattening, callbacks, vmap, threads, failure codes) is `host/`, which the SciPy
 backend runs in CI. The Julia side is `julia/PySciML.jl`.
 """
 

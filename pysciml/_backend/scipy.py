@@ -1,7 +1,7 @@
 """The SciPy backend: `scipy.integrate`'s solvers on the shared host path.
 
 It exists for two reasons: it is an independent reference for the other backends, and
-it runs the host path (`host.py`) that the Julia backend relies on, on every machine.
+it runs the host path (`host/`) that the Julia backend relies on, on every machine.
 """
 
 from typing import ClassVar

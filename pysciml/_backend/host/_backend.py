@@ -1,0 +1,255 @@
+"""The backend: `AbstractHostBackend`, which turns a host solver's `host_forward` and
+`host_vjp` on single NumPy problems into the two protocol primitives, through
+`jax.pure_callback` (with `vmap` support)."""
+
+import abc
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..._solution import RESULTS
+from ..base import AbstractBackend, FlatProblem, SolveOptions
+from . import _callbacks, _residuals
+from ._callbacks import HostCallbacks, host_callbacks
+from ._codes import NONFINITE, STATS_KEYS, SUCCESS, code_for
+from ._savetimes import SaveTimes
+from ._thread import HostThread
+
+MSG_NO_SECOND_DERIVATIVES = (
+    "The {name!r} backend computes adjoint gradients on the host, outside JAX, so "
+    "its adjoints have no second derivatives and no forward mode: `jax.hessian`, "
+    "`jax.jacfwd`, `jax.jvp` and `jax.jacrev(jax.jacrev(...))` cannot pass through "
+    "them. Use `sensitivity=ps.ForwardSensitivity()`, which supports every JAX "
+    "transform on every backend."
+)
+
+
+def _no_derivatives(name: str, fn):
+    """Makes `fn` (a function around `pure_callback`) fail with a clear message under
+    any differentiation, instead of JAX's generic one for callbacks."""
+
+    @jax.custom_jvp
+    def wrapped(*args):
+        return fn(*args)
+
+    @wrapped.defjvp
+    def _jvp(primals, tangents):
+        raise TypeError(MSG_NO_SECOND_DERIVATIVES.format(name=name))
+
+    return wrapped
+
+
+def _batched(host_fn, unbatched_ndims):
+    """Lifts a host function on single problems to the `broadcast_all` calling
+    convention of `pure_callback`: every input carries the same leading batch dims (or
+    none). Loops over the batch on the host."""
+
+    def call(*args):
+        batch = args[0].shape[: args[0].ndim - unbatched_ndims[0]]
+        if not batch:
+            return host_fn(*args)
+        size = int(np.prod(batch))
+        flat = [a.reshape(size, *a.shape[len(batch) :]) for a in args]
+        outs = [host_fn(*[a[i] for a in flat]) for i in range(size)]
+        return jax.tree.map(
+            lambda *xs: np.stack(xs).reshape(*batch, *xs[0].shape), *outs
+        )
+
+    return call
+
+
+class AbstractHostBackend(AbstractBackend):
+    """A backend whose solver runs on the host. Subclasses implement `host_forward` and
+    `host_vjp` on single float64 NumPy problems; everything else is shared."""
+
+    computes_in_float64: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def host_forward(
+        self,
+        callbacks: HostCallbacks,
+        problem: FlatProblem,
+        y0: np.ndarray,
+        p: np.ndarray,
+        ts: np.ndarray,
+        options: SolveOptions,
+        *,
+        keep: bool,
+    ) -> tuple[np.ndarray, int, dict[str, int], Any]:
+        """Solves one problem on the host, on the host thread.
+
+        **Arguments:**
+
+        - `keep`: whether a `host_vjp` will follow; if so, return what it needs to
+            skip re-solving (a dense output, say) as `saved`.
+
+        **Returns:**
+
+        `(ys, code, stats, saved)`: `ys` of shape `(len(ts), n)`; a result code (raise
+        nothing: use `code_for` on a caught exception); a dict with `STATS_KEYS`;
+        `saved` (or `None`).
+        """
+
+    @abc.abstractmethod
+    def host_vjp(
+        self,
+        callbacks: HostCallbacks,
+        problem: FlatProblem,
+        y0: np.ndarray,
+        p: np.ndarray,
+        ts: np.ndarray,
+        ys_bar: np.ndarray,
+        options: SolveOptions,
+        *,
+        saved: Any,
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The VJP of `host_forward`'s `ys` with respect to `y0` and `p`, on the host
+        thread. `saved` is what `host_forward(keep=True)` returned, or `None` if it was
+        dropped: then re-solve. Returns `(y0_bar, p_bar, code)`."""
+
+    @abc.abstractmethod
+    def host_prepare(self, problem: FlatProblem, options: SolveOptions) -> None:
+        """Called when `solve` is traced, before any callback: make sure the host
+        solver can run this problem with these options (start its runtime), or raise
+        an error that says what is missing or unsupported."""
+
+    def _callbacks(self, problem: FlatProblem, n: int, m: int) -> HostCallbacks:
+        return host_callbacks(problem.vector_field, n, m, problem.jac_sparsity)
+
+    def forward(self, problem, y0, p, ts, options, *, residuals):
+        self.host_prepare(problem, options)
+        n, m, k = y0.shape[-1], p.shape[-1], ts.shape[-1]
+        dtype = y0.dtype
+        if problem.jac_sparsity is not None:
+            shape = np.shape(problem.jac_sparsity.value)
+            if shape != (n, n):
+                raise ValueError(
+                    f"`ODEProblem(jac_sparsity=...)` has shape {shape}, but the "
+                    f"flattened state has {n} entries: it must be ({n}, {n}). "
+                    "(For a grid, `grid.jac_sparsity(fields=...)` with the number of "
+                    "fields in the state.)"
+                )
+
+        def single(y0_, p_, ts_):
+            def work():
+                callbacks = self._callbacks(problem, n, m)
+                saved = None
+                y0_64 = np.array(y0_, dtype=np.float64)
+                p_64 = np.array(p_, dtype=np.float64)
+                times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
+                try:
+                    if not _callbacks._all_finite(y0_64, p_64):
+                        # A proposal outside the model's domain, inside inference: a
+                        # code, at once, and no solver call (SciPy would raise on it).
+                        ys, code, stats = None, NONFINITE, {}
+                    elif times.unique.size:
+                        ys, code, stats, saved = self.host_forward(
+                            callbacks,
+                            problem,
+                            y0_64,
+                            p_64,
+                            times.unique,
+                            options,
+                            keep=residuals,
+                        )
+                    else:  # every save time is t0: nothing to solve
+                        ys, code, stats = None, SUCCESS, {}
+                except Exception as e:  # never let an exception cross the callback
+                    ys, code, stats = None, code_for(e), {}
+                if code == SUCCESS:
+                    ys = times.gather(ys, y0_64)
+                if code != SUCCESS or ys is None:
+                    ys, saved = np.full((k, n), np.nan), None
+                token = _residuals.RESIDUALS.put(saved) if residuals else 0
+                return (
+                    np.asarray(ys, dtype=dtype),
+                    np.int32(code),
+                    np.array([stats.get(key, -1) for key in STATS_KEYS], np.int32),
+                    np.int32(token),
+                )
+
+            return HostThread.run(work)
+
+        batch = y0.shape[:-1]
+        shapes = (
+            jax.ShapeDtypeStruct(batch + (k, n), dtype),
+            jax.ShapeDtypeStruct(batch, jnp.int32),
+            jax.ShapeDtypeStruct(batch + (len(STATS_KEYS),), jnp.int32),
+            jax.ShapeDtypeStruct(batch, jnp.int32),
+        )
+        callback = _no_derivatives(
+            self.name,
+            lambda y0_, p_, ts_: jax.pure_callback(
+                _batched(single, (1, 1, 1)),
+                shapes,
+                y0_,
+                p_,
+                ts_,
+                vmap_method="broadcast_all",
+            ),
+        )
+        ys, code, stats, token = callback(y0, p, ts.astype(dtype))
+        stats = {key: stats[..., i] for i, key in enumerate(STATS_KEYS)}
+        # The residual is a token for what the host solver kept (its dense output):
+        # `vjp` then skips the forward re-solve. A missing entry is recomputed.
+        return (ys, code, stats), (token if residuals else None)
+
+    def vjp(self, problem, y0, p, ts, residuals, ys_bar, options):
+        n, m = y0.shape[-1], p.shape[-1]
+
+        def single(y0_, p_, ts_, ys_bar_, token_):
+            def work():
+                callbacks = self._callbacks(problem, n, m)
+                times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
+                bar, y0_bar_at_t0 = times.scatter(np.array(ys_bar_, dtype=np.float64))
+                try:
+                    if times.unique.size:
+                        y0_bar, p_bar, code = self.host_vjp(
+                            callbacks,
+                            problem,
+                            np.array(y0_, dtype=np.float64),
+                            np.array(p_, dtype=np.float64),
+                            times.unique,
+                            bar,
+                            options,
+                            saved=_residuals.RESIDUALS.get(int(token_)),
+                        )
+                    else:
+                        y0_bar, p_bar, code = np.zeros(n), np.zeros(m), SUCCESS
+                    if code == SUCCESS:
+                        y0_bar = y0_bar + y0_bar_at_t0
+                except Exception as e:
+                    y0_bar, p_bar, code = None, None, code_for(e)
+                if code != SUCCESS:
+                    y0_bar, p_bar = np.full(n, np.nan), np.full(m, np.nan)
+                return (
+                    np.asarray(y0_bar, dtype=y0.dtype),
+                    np.asarray(p_bar, dtype=p.dtype),
+                    np.int32(code),
+                )
+
+            return HostThread.run(work)
+
+        shapes = (
+            jax.ShapeDtypeStruct(y0.shape, y0.dtype),
+            jax.ShapeDtypeStruct(p.shape, p.dtype),
+            jax.ShapeDtypeStruct(y0.shape[:-1], jnp.int32),
+        )
+        callback = _no_derivatives(
+            self.name,
+            lambda *args: jax.pure_callback(
+                _batched(single, (1, 1, 1, 2, 0)),
+                shapes,
+                *args,
+                vmap_method="broadcast_all",
+            ),
+        )
+        token = jnp.zeros((), jnp.int32) if residuals is None else residuals
+        y0_bar, p_bar, code = callback(y0, p, ts.astype(y0.dtype), ys_bar, token)
+        if options.throw:
+            result = eqx._enum.EnumerationItem(code, RESULTS)
+            y0_bar, p_bar = result.error_if((y0_bar, p_bar), code != SUCCESS)
+        return y0_bar, p_bar

@@ -87,3 +87,19 @@ from ._solver import (
 )
 
 __version__ = "0.1.0"
+
+# The backend classes, for options (`ps.ScipyBackend(native_rhs=False)`), imported on
+# first use: `import pysciml` imports neither scipy's solvers nor juliacall.
+_BACKEND_CLASSES = {
+    "DiffraxBackend": "pysciml._backend.diffrax",
+    "ScipyBackend": "pysciml._backend.scipy",
+    "JuliaBackend": "pysciml._backend.julia",
+}
+
+
+def __getattr__(name):
+    if name in _BACKEND_CLASSES:
+        import importlib
+
+        return getattr(importlib.import_module(_BACKEND_CLASSES[name]), name)
+    raise AttributeError(f"module 'pysciml' has no attribute {name!r}")

@@ -1,26 +1,34 @@
-"""One traversal of a jaxpr, emitting Python source over NumPy that Numba compiles.
+"""One traversal of a jaxpr, emitting Python source that Numba compiles.
 
 Conventions of the generated code:
 
-- a rank-0 value is a Numba scalar (`np.float64`, `np.int64`, `np.bool_`, …), never a
+- a rank-0 value is a Numba scalar (`np.float64`, `np.int64`, `bool`, …), never a
   0-d array: Numba handles scalars natively and 0-d arrays poorly;
-- every other value is an array whose shape is known here, so reshapes, slices and
-  broadcasts are emitted with literal shapes (a kernel is specific to its shapes);
+- every other value is a C-contiguous array whose shape is known here; each primitive
+  becomes explicit loops over literal bounds that write a fresh `np.empty` buffer.
+  Loops, not NumPy array functions: Numba compiles a loop nest in milliseconds, while
+  every NumPy function it inlines (`concatenate`, `broadcast_to`, …) costs tenths of a
+  second per kernel, seconds for a forward-sensitivity field;
 - closed-over constants arrive as extra arguments (`c0`, `c1`, …), not as literals, so
-  the source (and its disk cache) depends on their shapes only.
+  the source (and its disk cache) depends on their shapes only. Equations whose inputs
+  are all constant (the identity basis of `jacfwd`, say) are evaluated here, by JAX,
+  and become constants themselves.
 
-Each primitive has one rule, `rule(tr, eqn, *args) -> expression or list of them`,
-where `args` are the operands as source text. A primitive without a rule raises
+Each primitive has one rule, `rule(tr, eqn, *args) -> name or list of names`, where
+`args` are the operands as source text. A primitive without a rule raises
 `UnsupportedPrimitive`, and the caller falls back to XLA.
 """
 
 import math
 from typing import Any
 
+import jax
 import numpy as np
 from jax.extend import core as jcore
 
 _SUB_JAXPR_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+# Constants larger than this are not folded (they would become kernel arguments).
+_FOLD_MAX_SIZE = 1 << 22
 
 
 class UnsupportedPrimitive(Exception):
@@ -60,6 +68,14 @@ def _literal(value, aval) -> str:
     raise UnsupportedPrimitive("literal", f"dtype {dtype}")
 
 
+class _Const:
+    """A value known at translation time; it gets a kernel argument when read."""
+
+    def __init__(self, value):
+        self.value = np.asarray(value)
+        self.name: "str | None" = None
+
+
 class Translator:
     """Emits the body of one kernel. `lines` is the body; `consts` the constant
     arrays, in argument order after the kernel's own inputs."""
@@ -67,10 +83,30 @@ class Translator:
     def __init__(self):
         self.lines: list[str] = []
         self.consts: list[np.ndarray] = []
-        self._env: dict[Any, str] = {}
+        self._env: dict[Any, Any] = {}
         self._count = 0
         # Names of values that may alias a kernel input (views): copied on return.
         self.views: set[str] = set()
+        # The lines each equation emitted, and the names it defined: `body()` drops
+        # the groups nothing reads (a slice that only fed a scalar read, say).
+        self._groups: list[tuple[int, int, list[str]]] = []
+        # name -> (operand, operand aval, start indices) of 1-element slices, so that
+        # a slice-then-squeeze reads the element directly.
+        self.element_of: dict[str, tuple[str, Any, list[int]]] = {}
+
+    def body(self, returned: list[str]) -> list[str]:
+        """`lines` without the equations whose results are never read."""
+        import re
+
+        keep = [True] * len(self.lines)
+        used = set(returned)
+        for start, end, names in reversed(self._groups):
+            if names and not any(n in used for n in names):
+                keep[start:end] = [False] * (end - start)
+                continue
+            for line in self.lines[start:end]:
+                used.update(re.findall(r"\b[vc]\d+\b", line))
+        return [line for line, k in zip(self.lines, keep) if k]
 
     # -- naming ------------------------------------------------------------------
 
@@ -85,42 +121,101 @@ class Translator:
             self.views.add(name)
         return name
 
+    def alloc(self, aval) -> str:
+        return self.emit(f"np.empty({_shape(aval)}, {_np_dtype(aval)})")
+
+    def loop(self, shape, body: list[str], idx: "list[str] | None" = None) -> None:
+        """Emits `for i0 in range(shape[0]): for i1 ...: body`."""
+        idx = idx or [f"i{k}" for k in range(len(shape))]
+        for depth, (i, n) in enumerate(zip(idx, shape)):
+            self.lines.append("    " * depth + f"for {i} in range({n}):")
+        pad = "    " * len(shape)
+        self.lines.extend(pad + line for line in body)
+
     def read(self, atom) -> str:
         if isinstance(atom, jcore.Literal):
             return _literal(atom.val, atom.aval)
-        return self._env[atom]
+        value = self._env[atom]
+        if isinstance(value, _Const):
+            if value.name is None:
+                if value.value.ndim == 0:
+                    value.name = _literal(value.value, value.value)
+                else:
+                    self.consts.append(np.ascontiguousarray(value.value))
+                    value.name = f"c{len(self.consts) - 1}"
+            return value.name
+        return value
 
-    def const(self, value) -> str:
-        value = np.asarray(value)
-        if value.ndim == 0:
-            return _literal(value, value)
-        self.consts.append(np.ascontiguousarray(value))
-        return f"c{len(self.consts) - 1}"
+    def _known(self, atom):
+        if isinstance(atom, jcore.Literal):
+            return np.asarray(atom.val, dtype=atom.aval.dtype)
+        value = self._env.get(atom)
+        return value.value if isinstance(value, _Const) else None
 
     # -- traversal ---------------------------------------------------------------
 
-    def run(self, jaxpr, consts, args: list[str]) -> list[str]:
+    def run(self, jaxpr, consts, args: list) -> list[str]:
         """Translates `jaxpr` applied to `args` (source names), inlining calls.
         Returns the source names of its outputs."""
         for var, value in zip(jaxpr.constvars, consts):
-            self._env[var] = self.const(value)
+            self._env[var] = _Const(value)
         for var, name in zip(jaxpr.invars, args, strict=True):
             self._env[var] = name
+        self._eqns(jaxpr)
+        return [self.read(v) for v in jaxpr.outvars]
+
+    def _eqns(self, jaxpr):
         for eqn in jaxpr.eqns:
-            ins = [self.read(v) for v in eqn.invars]
             sub = _sub_jaxpr(eqn)
             if sub is not None:
-                outs = self.run(sub[0], sub[1], ins)
+                outs = self._inline(sub, eqn.invars)
+            elif (folded := self._fold(eqn)) is not None:
+                outs = folded
             else:
                 rule = RULES.get(eqn.primitive.name)
                 if rule is None:
                     raise UnsupportedPrimitive(eqn.primitive.name)
-                outs = rule(self, eqn, *ins)
+                args = [self.read(v) for v in eqn.invars]
+                start = len(self.lines)
+                outs = rule(self, eqn, *args)
                 outs = outs if isinstance(outs, list) else [outs]
+                self._groups.append((start, len(self.lines), [
+                    o for o in outs if isinstance(o, str) and o not in args
+                ]))
             for var, out in zip(eqn.outvars, outs, strict=True):
                 if not isinstance(var, jcore.DropVar):
                     self._env[var] = out
-        return [self.read(v) for v in jaxpr.outvars]
+
+    def _inline(self, sub, invars):
+        """A call's sub-jaxpr, in its own scope, on the caller's values."""
+        jaxpr, consts = sub
+        ins = [_Const(self._known(v)) if isinstance(v, jcore.Literal) else self._env[v]
+               for v in invars]
+        outer, self._env = self._env, {}
+        try:
+            for var, value in zip(jaxpr.constvars, consts):
+                self._env[var] = _Const(value)
+            for var, value in zip(jaxpr.invars, ins, strict=True):
+                self._env[var] = value
+            self._eqns(jaxpr)
+            return [_Const(self._known(v)) if isinstance(v, jcore.Literal)
+                    else self._env[v] for v in jaxpr.outvars]
+        finally:
+            self._env = outer
+
+    def _fold(self, eqn):
+        """The outputs of `eqn` as `_Const`s when all its inputs are known, else None."""
+        if eqn.primitive.name not in RULES:
+            return None
+        known = [self._known(v) for v in eqn.invars]
+        if any(k is None for k in known):
+            return None
+        if any(math.prod(_shape(v.aval)) > _FOLD_MAX_SIZE for v in eqn.outvars):
+            return None
+        with jax.enable_x64(True):
+            outs = eqn.primitive.bind(*known, **eqn.params)
+        outs = outs if eqn.primitive.multiple_results else [outs]
+        return [_Const(np.asarray(o)) for o in outs]
 
 
 def _sub_jaxpr(eqn):
@@ -170,9 +265,56 @@ def _kind(aval) -> str:
     return np.dtype(aval.dtype).kind
 
 
-def _binary(template):
-    def rule(tr, eqn, a, b):
-        return tr.emit(template.format(a=a, b=b))
+def _index(parts) -> str:
+    return ", ".join(str(p) for p in parts)
+
+
+def _at(name: str, aval, idx) -> str:
+    """Element `idx` of an operand; a scalar operand is its own element."""
+    return name if _is_scalar(aval) else f"{name}[{_index(idx)}]"
+
+
+def _scalar_cast(expr: str, aval) -> str:
+    # Numba promotes small integers to int64 and keeps bools as bool: cast where the
+    # dtype would otherwise differ from JAX's.
+    dtype = np.dtype(aval.dtype)
+    if dtype in (np.float64, np.int64, np.bool_):
+        return expr
+    return f"{_np_dtype(aval)}({expr})"
+
+
+def elementwise(tr, eqn, args, fn, *, prelude=None):
+    """The rule for an elementwise primitive: `fn(elements) -> expression`, with
+    `prelude(elements) -> (lines, elements)` for expressions that need statements."""
+    out = _out(eqn)
+    avals = [v.aval for v in eqn.invars]
+    if _is_scalar(out):
+        elems = list(args)
+        if prelude is not None:
+            lines, elems = prelude(elems)
+            tr.lines.extend(lines)
+        return tr.emit(_scalar_cast(fn(elems), out))
+    shape = _shape(out)
+    idx = [f"i{k}" for k in range(len(shape))]
+    # Operands have the output's rank (or none); a unit dimension broadcasts, as
+    # jaxprs allow (`mul a:f64[4,1] b:f64[1,4]`).
+    elems = [
+        _at(a, av, [i if n == m else "0" for i, n, m in zip(idx, _shape(av), shape)])
+        for a, av in zip(args, avals)
+    ]
+    body = []
+    if prelude is not None:
+        body, elems = prelude(elems)
+    name = tr.alloc(out)
+    tr.loop(shape, body + [f"{name}[{_index(idx)}] = {fn(elems)}"], idx)
+    return name
+
+
+def _template_rule(template):
+    def rule(tr, eqn, *args):
+        return elementwise(
+            tr, eqn, args, lambda e: template.format(*e, a=e[0], b=e[-1])
+        )
 
     return rule
 
@@ -192,72 +334,8 @@ for _name, _template in {
     "le": "{a} <= {b}",
     "gt": "{a} > {b}",
     "ge": "{a} >= {b}",
-    "shift_left": "np.left_shift({a}, {b})",
-}.items():
-    RULES[_name] = _binary(_template)
-
-
-@_rule("and", "or", "xor")
-def _logical(tr, eqn, a, b):
-    op = {"and": "&", "or": "|", "xor": "^"}[eqn.primitive.name]
-    if _kind(_out(eqn)) == "b":
-        fn = {"and": "logical_and", "or": "logical_or", "xor": "logical_xor"}
-        return tr.emit(f"np.{fn[eqn.primitive.name]}({a}, {b})")
-    return tr.emit(f"{a} {op} {b}")
-
-
-@_rule("not")
-def _not(tr, eqn, a):
-    if _kind(_out(eqn)) == "b":
-        return tr.emit(f"np.logical_not({a})")
-    return tr.emit(f"np.invert({a})")
-
-
-@_rule("div")
-def _div(tr, eqn, a, b):
-    if _kind(_out(eqn)) in "iu":
-        return tr.emit(f"{_cast(f'rt.idiv({a}, {b})', _out(eqn))}")
-    return tr.emit(f"{a} / {b}")
-
-
-@_rule("rem")
-def _rem(tr, eqn, a, b):
-    if _kind(_out(eqn)) in "iu":
-        return tr.emit(f"{_cast(f'rt.irem({a}, {b})', _out(eqn))}")
-    return tr.emit(f"np.fmod({a}, {b})")
-
-
-@_rule("pow")
-def _pow(tr, eqn, a, b):
-    return tr.emit(f"{a} ** {b}")
-
-
-@_rule("integer_pow")
-def _integer_pow(tr, eqn, a):
-    y = int(eqn.params["y"])
-    if y == 0:
-        return tr.emit(_full(_out(eqn), "1"))
-    # Repeated multiplication, as XLA does (pow() may differ in the last bit).
-    k = abs(y)
-    acc, base = None, a
-    while True:
-        if k & 1:
-            acc = base if acc is None else tr.emit(f"{acc} * {base}")
-        k >>= 1
-        if not k:
-            break
-        base = tr.emit(f"{base} * {base}")
-    return tr.emit(f"1.0 / {acc}") if y < 0 else tr.emit(f"{acc} + 0" if acc == a else acc)
-
-
-def _unary(template):
-    def rule(tr, eqn, a):
-        return tr.emit(template.format(a=a))
-
-    return rule
-
-
-for _name, _template in {
+    "pow": "{a} ** {b}",
+    "shift_left": "{a} << {b}",
     "neg": "-{a}",
     "exp": "np.exp({a})",
     "exp2": "np.exp2({a})",
@@ -279,7 +357,7 @@ for _name, _template in {
     "sqrt": "np.sqrt({a})",
     "rsqrt": "1.0 / np.sqrt({a})",
     "cbrt": "np.cbrt({a})",
-    "abs": "np.abs({a})",
+    "abs": "abs({a})",
     "sign": "np.sign({a})",
     "floor": "np.floor({a})",
     "ceil": "np.ceil({a})",
@@ -290,15 +368,80 @@ for _name, _template in {
     "lgamma": "rt.lgamma({a})",
     "square": "{a} * {a}",
 }.items():
-    RULES[_name] = _unary(_template)
+    RULES[_name] = _template_rule(_template)
+
+
+@_rule("clamp")
+def _clamp(tr, eqn, lo, x, hi):
+    # np.minimum/maximum, as XLA's clamp propagates NaN.
+    return elementwise(
+        tr, eqn, (lo, x, hi), lambda e: f"np.minimum(np.maximum({e[1]}, {e[0]}), {e[2]})"
+    )
+
+
+@_rule("and", "or", "xor")
+def _logical(tr, eqn, a, b):
+    op = {"and": "&", "or": "|", "xor": "^"}[eqn.primitive.name]
+    if _kind(_out(eqn)) == "b":
+        op = {"and": "and", "or": "or", "xor": "!="}[eqn.primitive.name]
+    return elementwise(tr, eqn, (a, b), lambda e: f"({e[0]} {op} {e[1]})")
+
+
+@_rule("not")
+def _not(tr, eqn, a):
+    if _kind(_out(eqn)) == "b":
+        return elementwise(tr, eqn, (a,), lambda e: f"not {e[0]}")
+    return elementwise(tr, eqn, (a,), lambda e: f"~{e[0]}")
+
+
+@_rule("div")
+def _div(tr, eqn, a, b):
+    if _kind(_out(eqn)) in "iu":
+        return elementwise(tr, eqn, (a, b), lambda e: f"rt.idiv({e[0]}, {e[1]})")
+    return elementwise(tr, eqn, (a, b), lambda e: f"{e[0]} / {e[1]}")
+
+
+@_rule("rem")
+def _rem(tr, eqn, a, b):
+    if _kind(_out(eqn)) in "iu":
+        return elementwise(tr, eqn, (a, b), lambda e: f"rt.irem({e[0]}, {e[1]})")
+    return elementwise(tr, eqn, (a, b), lambda e: f"np.fmod({e[0]}, {e[1]})")
+
+
+@_rule("integer_pow")
+def _integer_pow(tr, eqn, a):
+    y = int(eqn.params["y"])
+    if y == 0:
+        return elementwise(tr, eqn, (a,), lambda e: "1")
+
+    def prelude(elems):
+        # Repeated squaring, as XLA does (pow() may differ in the last bit). Fresh
+        # names: Numba types each name once per function.
+        lines, k, acc, base = [], abs(y), None, elems[0]
+        while True:
+            if k & 1:
+                if acc is None:
+                    acc = base
+                else:
+                    name = f"_p{tr.fresh()}"
+                    lines.append(f"{name} = {acc} * {base}")
+                    acc = name
+            k >>= 1
+            if not k:
+                break
+            name = f"_p{tr.fresh()}"
+            lines.append(f"{name} = {base} * {base}")
+            base = name
+        return lines, [f"1.0 / {acc}" if y < 0 else acc]
+
+    return elementwise(tr, eqn, (a,), lambda e: e[0], prelude=prelude)
 
 
 @_rule("round")
 def _round(tr, eqn, a):
     # rounding_method 0: halves away from zero; 1: to even (NumPy's own rule).
-    if int(eqn.params["rounding_method"]) == 0:
-        return tr.emit(f"rt.round_away({a})")
-    return tr.emit(f"np.round({a})")
+    fn = "rt.round_away" if int(eqn.params["rounding_method"]) == 0 else "np.round"
+    return elementwise(tr, eqn, (a,), lambda e: f"{fn}({e[0]})")
 
 
 @_rule("copy", "copy_p", "stop_gradient", "optimization_barrier")
@@ -321,18 +464,6 @@ def _reduce_precision(tr, eqn, a):
     return a
 
 
-def _cast(expr: str, aval) -> str:
-    if _is_scalar(aval):
-        return f"{_np_dtype(aval)}({expr})"
-    return f"({expr}).astype({_np_dtype(aval)})"
-
-
-def _full(aval, value: str) -> str:
-    if _is_scalar(aval):
-        return f"{_np_dtype(aval)}({value})"
-    return f"np.full({_shape(aval)}, {_np_dtype(aval)}({value}))"
-
-
 @_rule("convert_element_type")
 def _convert(tr, eqn, a):
     src, dst = _in(eqn), _out(eqn)
@@ -340,83 +471,89 @@ def _convert(tr, eqn, a):
         tr.views.add(a)
         return a
     if _kind(dst) == "b":
-        return tr.emit(f"{a} != 0")
-    return tr.emit(_cast(a, dst))
-
-
-@_rule("clamp")
-def _clamp(tr, eqn, lo, x, hi):
-    return tr.emit(f"np.minimum(np.maximum({x}, {lo}), {hi})")
+        return elementwise(tr, eqn, (a,), lambda e: f"{e[0]} != 0")
+    return elementwise(tr, eqn, (a,), lambda e: f"{_np_dtype(dst)}({e[0]})")
 
 
 @_rule("select_n")
 def _select_n(tr, eqn, pred, *cases):
-    out = _out(eqn)
-    if _is_scalar(_in(eqn, 0)) and not _is_scalar(out):
-        pred = tr.emit(f"np.full({_shape(out)}, {pred})")
-    if _is_scalar(out):
-        expr = cases[-1]
-        for i in range(len(cases) - 2, -1, -1):
-            test = f"not {pred}" if len(cases) == 2 else f"{pred} == {i}"
-            expr = f"({cases[i]} if {test} else {expr})"
-        return tr.emit(expr)
-    # Scalar cases against an array predicate: give them the output's shape.
-    cases = [
-        tr.emit(_full(out, c)) if _is_scalar(eqn.invars[i + 1].aval) else c
-        for i, c in enumerate(cases)
-    ]
-    if len(cases) == 2:
-        return tr.emit(f"np.where({pred}, {cases[1]}, {cases[0]})")
-    expr = cases[-1]
-    for i in range(len(cases) - 2, -1, -1):
-        expr = f"np.where({pred} == {i}, {cases[i]}, {expr})"
-    return tr.emit(expr)
+    n = len(cases)
+
+    def fn(e):
+        p, cs = e[0], e[1:]
+        if n == 2:
+            return f"({cs[1]} if {p} else {cs[0]})"
+        expr = cs[-1]
+        for i in range(n - 2, -1, -1):
+            expr = f"({cs[i]} if {p} == {i} else {expr})"
+        return expr
+
+    return elementwise(tr, eqn, (pred, *cases), fn)
 
 
 # -- shapes ----------------------------------------------------------------------------
 
 
-def _contiguous(a: str) -> str:
-    return f"np.ascontiguousarray({a})"
+def _fill(tr, aval, value: str) -> str:
+    name = tr.alloc(aval)
+    tr.loop(_shape(aval), [f"{name}[{_index([f'i{k}' for k in range(len(aval.shape))])}]"
+                           f" = {value}"])
+    return name
 
 
-def _reshape(tr, a: str, src, shape: tuple[int, ...]) -> str:
-    """`a` (of aval `src`) reshaped to `shape`, respecting the scalar convention."""
+def _reshape(tr, a: str, src, out) -> str:
+    """`a` (of aval `src`) reshaped to `out`'s shape, respecting the scalar convention.
+    Every array is C-contiguous, so a reshape is a view."""
+    shape = _shape(out)
     if _is_scalar(src):
-        if not shape:
-            return a
-        return tr.emit(f"np.full({shape}, {a})")
+        return _fill(tr, out, a) if shape else a
     if not shape:
-        return tr.emit(f"{_contiguous(a)}.ravel()[0]")
+        if a in tr.element_of:  # slice-then-squeeze: read the element itself
+            base, base_aval, starts = tr.element_of[a]
+            return tr.emit(_at(base, base_aval, starts))
+        return tr.emit(f"{a}[{_index(['0'] * len(src.shape))}]")
     if _shape(src) == shape:
         return a
-    return tr.emit(f"{_contiguous(a)}.reshape({shape})", view=True)
+    return tr.emit(f"{a}.reshape({shape})", view=True)
 
 
 @_rule("reshape", "squeeze")
 def _reshape_rule(tr, eqn, a, *dynamic):
-    if dynamic or eqn.params.get("dimensions") is not None and eqn.primitive.name == "reshape":
+    if dynamic or (
+        eqn.primitive.name == "reshape" and eqn.params.get("dimensions") is not None
+    ):
         raise UnsupportedPrimitive("reshape", "with dynamic shapes or dimensions")
-    return _reshape(tr, a, _in(eqn), _shape(_out(eqn)))
+    return _reshape(tr, a, _in(eqn), _out(eqn))
+
+
+def _copy_loop(tr, out, src_aval, a, index_of) -> str:
+    """`out[idx] = a[index_of(idx)]` over `out`'s shape, in a fresh buffer."""
+    shape = _shape(out)
+    if not shape:
+        return tr.emit(_at(a, src_aval, index_of([])))
+    idx = [f"i{k}" for k in range(len(shape))]
+    name = tr.alloc(out)
+    tr.loop(shape, [f"{name}[{_index(idx)}] = {_at(a, src_aval, index_of(idx))}"], idx)
+    return name
 
 
 @_rule("broadcast_in_dim")
 def _broadcast_in_dim(tr, eqn, a, *dynamic):
     if dynamic:
         raise UnsupportedPrimitive("broadcast_in_dim", "with dynamic shapes")
-    shape = _shape(_out(eqn))
-    src = _in(eqn)
+    src, out = _in(eqn), _out(eqn)
+    dims = tuple(int(d) for d in eqn.params["broadcast_dimensions"])
     if _is_scalar(src):
-        return tr.emit(f"np.full({shape}, {a})") if shape else a
-    dims = eqn.params["broadcast_dimensions"]
-    inter = tuple(
-        _shape(src)[dims.index(i)] if i in dims else 1 for i in range(len(shape))
-    )
-    # Operand dims in order (broadcast_dimensions is increasing), so a reshape.
-    r = _reshape(tr, a, src, inter)
-    if inter == shape:
-        return r
-    return tr.emit(f"np.broadcast_to({r}, {shape}).copy()")
+        return _fill(tr, out, a) if out.shape else a
+    src_shape, shape = _shape(src), _shape(out)
+    if math.prod(src_shape) == math.prod(shape):
+        return _reshape(tr, a, src, out)  # only unit dimensions added
+
+    def index_of(idx):
+        return ["0" if src_shape[j] == 1 and shape[d] != 1 else idx[d]
+                for j, d in enumerate(dims)]
+
+    return _copy_loop(tr, out, src, a, index_of)
 
 
 @_rule("transpose")
@@ -425,41 +562,58 @@ def _transpose(tr, eqn, a):
     if perm == tuple(range(len(perm))):
         tr.views.add(a)
         return a
-    return tr.emit(f"np.ascontiguousarray(np.transpose({a}, {perm}))")
 
+    def index_of(idx):
+        src = [None] * len(perm)
+        for k, p in enumerate(perm):
+            src[p] = idx[k]
+        return src
 
-def _index(parts) -> str:
-    return ", ".join(parts) + ("," if len(parts) == 1 else "")
+    return _copy_loop(tr, _out(eqn), _in(eqn), a, index_of)
 
 
 @_rule("slice")
 def _slice(tr, eqn, a):
-    starts = eqn.params["start_indices"]
-    limits = eqn.params["limit_indices"]
-    strides = eqn.params["strides"] or (1,) * len(starts)
-    parts = [
-        f"{int(s)}:{int(e)}" + (f":{int(k)}" if int(k) != 1 else "")
-        for s, e, k in zip(starts, limits, strides)
-    ]
-    return tr.emit(f"{a}[{_index(parts)}]", view=True)
+    starts = [int(s) for s in eqn.params["start_indices"]]
+    strides = [int(k) for k in (eqn.params["strides"] or (1,) * len(starts))]
+
+    def index_of(idx):
+        return [
+            (f"{s} + {i}" if k == 1 else f"{s} + {k} * {i}") if s else
+            (i if k == 1 else f"{k} * {i}")
+            for i, s, k in zip(idx, starts, strides)
+        ]
+
+    name = _copy_loop(tr, _out(eqn), _in(eqn), a, index_of)
+    if math.prod(_shape(_out(eqn))) == 1:
+        tr.element_of[name] = (a, _in(eqn), starts)
+    return name
 
 
-def _clamped_starts(tr, eqn, starts, sizes, shape):
-    names = []
-    for s, size, dim in zip(starts, sizes, shape):
-        names.append(tr.emit(f"min(max(int({s}), 0), {int(dim) - int(size)})"))
-    return names
+@_rule("rev")
+def _rev(tr, eqn, a):
+    dims = {int(d) for d in eqn.params["dimensions"]}
+    shape = _shape(_in(eqn))
+    return _copy_loop(
+        tr, _out(eqn), _in(eqn), a,
+        lambda idx: [f"{shape[k] - 1} - {i}" if k in dims else i
+                     for k, i in enumerate(idx)],
+    )
+
+
+def _clamped_starts(tr, starts, sizes, shape):
+    return [tr.emit(f"min(max(int({s}), 0), {int(d) - int(z)})")
+            for s, z, d in zip(starts, sizes, shape)]
 
 
 @_rule("dynamic_slice")
 def _dynamic_slice(tr, eqn, a, *starts):
     sizes = tuple(int(s) for s in eqn.params["slice_sizes"])
-    src = _in(eqn)
     if len(starts) != len(sizes):
         raise UnsupportedPrimitive("dynamic_slice", "with dynamic sizes")
-    idx = _clamped_starts(tr, eqn, starts, sizes, _shape(src))
-    parts = [f"{i}:{i} + {s}" for i, s in zip(idx, sizes)]
-    return tr.emit(f"{a}[{_index(parts)}]", view=True)
+    offs = _clamped_starts(tr, starts, sizes, _shape(_in(eqn)))
+    return _copy_loop(tr, _out(eqn), _in(eqn), a,
+                      lambda idx: [f"{o} + {i}" for o, i in zip(offs, idx)])
 
 
 @_rule("dynamic_update_slice")
@@ -468,122 +622,111 @@ def _dynamic_update_slice(tr, eqn, a, update, *starts):
     if _is_scalar(src):
         return update
     sizes = _shape(upd)
-    idx = _clamped_starts(tr, eqn, starts, sizes, _shape(src))
+    offs = _clamped_starts(tr, starts, sizes, _shape(src))
     out = tr.emit(f"{a}.copy()")
-    parts = [f"{i}:{i} + {s}" for i, s in zip(idx, sizes)]
-    tr.lines.append(f"{out}[{_index(parts)}] = {update}")
+    idx = [f"i{k}" for k in range(len(sizes))]
+    target = [f"{o} + {i}" for o, i in zip(offs, idx)]
+    tr.loop(sizes, [f"{out}[{_index(target)}] = {_at(update, upd, idx)}"], idx)
     return out
 
 
-@_rule("rev")
-def _rev(tr, eqn, a):
-    dims = {int(d) for d in eqn.params["dimensions"]}
-    parts = ["::-1" if i in dims else ":" for i in range(len(_shape(_in(eqn))))]
-    return tr.emit(f"np.ascontiguousarray({a}[{_index(parts)}])")
+def _place(tr, out_name, parts, axis):
+    """Writes arrays `parts` (name, aval) one after the other along `axis`."""
+    offset = 0
+    for name, aval in parts:
+        shape = _shape(aval)
+        idx = [f"i{k}" for k in range(len(shape))]
+        target = list(idx)
+        target[axis] = f"{offset} + {idx[axis]}" if offset else idx[axis]
+        tr.loop(shape, [f"{out_name}[{_index(target)}] = {name}[{_index(idx)}]"], idx)
+        offset += shape[axis]
 
 
 @_rule("concatenate")
 def _concatenate(tr, eqn, *args):
-    axis = int(eqn.params["dimension"])
-    return tr.emit(f"np.concatenate(({_index(list(args))}), axis={axis})")
+    out = tr.alloc(_out(eqn))
+    _place(tr, out, list(zip(args, [v.aval for v in eqn.invars])),
+           int(eqn.params["dimension"]))
+    return out
 
 
 @_rule("stack")
 def _stack(tr, eqn, *args):
     axis = int(eqn.params["axis"])
-    if _is_scalar(_in(eqn)):
-        return tr.emit(f"np.array([{', '.join(args)}])")
-    shape = _shape(_in(eqn))
-    inter = shape[:axis] + (1,) + shape[axis:]
-    parts = [_reshape(tr, a, _in(eqn, i), inter) for i, a in enumerate(args)]
-    return tr.emit(f"np.concatenate(({_index(parts)}), axis={axis})")
+    out_aval = _out(eqn)
+    out = tr.alloc(out_aval)
+    src = _in(eqn)
+    shape = _shape(src)
+    for j, a in enumerate(args):
+        idx = [f"i{k}" for k in range(len(shape))]
+        target = idx[:axis] + [str(j)] + idx[axis:]
+        tr.loop(shape, [f"{out}[{_index(target)}] = {_at(a, src, idx)}"], idx)
+    return out
 
 
 @_rule("unstack")
 def _unstack(tr, eqn, a):
     axis = int(eqn.params["axis"])
     n = _shape(_in(eqn))[axis]
-    outs = []
-    for i in range(n):
-        parts = [":"] * axis + [str(i)]
-        outs.append(tr.emit(f"{a}[{_index(parts)}]", view=True))
-    return outs
+    return [
+        _copy_loop(tr, _out(eqn, j), _in(eqn), a,
+                   lambda idx, j=j: idx[:axis] + [str(j)] + idx[axis:])
+        for j in range(n)
+    ]
 
 
 @_rule("split")
 def _split(tr, eqn, a):
     axis = int(eqn.params["axis"])
     outs, start = [], 0
-    for size in eqn.params["sizes"]:
-        parts = [":"] * axis + [f"{start}:{start + int(size)}"]
-        outs.append(tr.emit(f"{a}[{_index(parts)}]", view=True))
+    for j, size in enumerate(eqn.params["sizes"]):
+        outs.append(_copy_loop(
+            tr, _out(eqn, j), _in(eqn), a,
+            lambda idx, s=start: [f"{s} + {i}" if k == axis and s else i
+                                  for k, i in enumerate(idx)],
+        ))
         start += int(size)
     return outs
 
 
 @_rule("pad")
 def _pad(tr, eqn, a, value):
-    src, out = _in(eqn), _out(eqn)
+    src, out_aval = _in(eqn), _out(eqn)
     config = [tuple(int(x) for x in c) for c in eqn.params["padding_config"]]
-    shape = _shape(src)
-    # Pad with the non-negative parts, then cut the negative ones off.
-    buf_shape, place, cut = [], [], []
-    for n, (lo, hi, interior) in zip(shape, config):
-        lo_p, hi_p = max(lo, 0), max(hi, 0)
-        core = n + (n - 1) * interior if n else 0
-        size = lo_p + core + hi_p
-        buf_shape.append(size)
-        place.append(f"{lo_p}:{lo_p + core}" + (f":{interior + 1}" if interior else ""))
-        cut.append(f"{max(-lo, 0)}:{size - max(-hi, 0)}")
-    buf = tr.emit(f"np.full({tuple(buf_shape)}, {_np_dtype(out)}({value}))")
-    if shape and all(shape):
-        tr.lines.append(f"{buf}[{_index(place)}] = {a}")
-    if tuple(buf_shape) == _shape(out):
-        return buf
-    return tr.emit(f"{buf}[{_index(cut)}]")
+    out = _fill(tr, out_aval, value)
+    shape, out_shape = _shape(src), _shape(out_aval)
+    if not all(shape):
+        return out
+    # Operand entry i goes to lo + (interior + 1) * i; negative padding cuts entries
+    # off, so those positions are tested against the output's bounds.
+    idx = [f"i{k}" for k in range(len(shape))]
+    body, target, guards = [], [], []
+    for k, (lo, hi, interior) in enumerate(config):
+        step = interior + 1
+        pos = (f"{lo} + " if lo else "") + (f"{step} * {idx[k]}" if step != 1 else idx[k])
+        body.append(f"j{k} = {pos}")
+        target.append(f"j{k}")
+        if lo < 0 or hi < 0:
+            guards.append(f"0 <= j{k} < {out_shape[k]}")
+    store = f"{out}[{_index(target)}] = {a}[{_index(idx)}]"
+    if guards:
+        body += [f"if {' and '.join(guards)}:", "    " + store]
+    else:
+        body.append(store)
+    tr.loop(shape, body, idx)
+    return out
 
 
 @_rule("iota")
 def _iota(tr, eqn):
-    shape = tuple(int(s) for s in eqn.params["shape"])
+    out = _out(eqn)
     d = int(eqn.params["dimension"])
-    inter = tuple(shape[i] if i == d else 1 for i in range(len(shape)))
-    dtype = _np_dtype(_out(eqn))
-    r = f"np.arange({shape[d]}).astype({dtype}).reshape({inter})"
-    return tr.emit(f"np.broadcast_to({r}, {shape}).copy()" if inter != shape else r)
+    return _copy_loop(tr, out, _in_aval_scalar(), f"{_np_dtype(out)}(i{d})",
+                      lambda idx: [])
 
 
-# -- reductions --------------------------------------------------------------------------
-
-_ROWS = {
-    "reduce_sum": ("rt.rows_sum", "np.sum"),
-    "reduce_prod": ("rt.rows_prod", "np.prod"),
-    "reduce_max": ("rt.rows_max", "np.max"),
-    "reduce_min": ("rt.rows_min", "np.min"),
-    "reduce_and": ("rt.rows_all", "np.all"),
-    "reduce_or": ("rt.rows_any", "np.any"),
-}
-
-
-@_rule(*_ROWS)
-def _reduce(tr, eqn, a):
-    src, out = _in(eqn), _out(eqn)
-    axes = tuple(sorted(int(x) for x in eqn.params["axes"]))
-    shape = _shape(src)
-    rows, whole = _ROWS[eqn.primitive.name]
-    if not axes:
-        tr.views.add(a)
-        return a
-    if _is_scalar(out):
-        return tr.emit(_cast(f"{whole}({a})", out))
-    keep = tuple(i for i in range(len(shape)) if i not in axes)
-    moved = a
-    if keep + axes != tuple(range(len(shape))):
-        moved = tr.emit(f"np.ascontiguousarray(np.transpose({a}, {keep + axes}))")
-    k = math.prod(shape[i] for i in keep)
-    r = math.prod(shape[i] for i in axes)
-    flat = tr.emit(f"{_contiguous(moved)}.reshape(({k}, {r}))")
-    return _reshape(tr, tr.emit(f"{rows}({flat})"), _vec(out, k), _shape(out))
+def _in_aval_scalar():
+    return _Aval((), np.float64)
 
 
 class _Aval:
@@ -591,8 +734,51 @@ class _Aval:
         self.shape, self.dtype = shape, dtype
 
 
-def _vec(aval, k):
-    return _Aval((k,), aval.dtype)
+# -- reductions --------------------------------------------------------------------------
+
+_REDUCE = {
+    "reduce_sum": ("{acc} + {x}", "0"),
+    "reduce_prod": ("{acc} * {x}", "1"),
+    "reduce_max": ("np.maximum({acc}, {x})", None),
+    "reduce_min": ("np.minimum({acc}, {x})", None),
+    "reduce_and": ("({acc} and {x})", "True"),
+    "reduce_or": ("({acc} or {x})", "False"),
+}
+
+
+def _identity_of(name, aval) -> str:
+    combine, init = _REDUCE[name]
+    if init is not None:
+        return init if _kind(aval) == "b" else f"{_np_dtype(aval)}({init})"
+    dtype = np.dtype(aval.dtype)
+    big = "np.inf" if dtype.kind == "f" else str(np.iinfo(dtype).max)
+    small = "-np.inf" if dtype.kind == "f" else str(np.iinfo(dtype).min)
+    return f"{_np_dtype(aval)}({small if name == 'reduce_max' else big})"
+
+
+@_rule(*_REDUCE)
+def _reduce(tr, eqn, a):
+    src, out = _in(eqn), _out(eqn)
+    axes = {int(x) for x in eqn.params["axes"]}
+    if not axes:
+        tr.views.add(a)
+        return a
+    name = eqn.primitive.name
+    combine = _REDUCE[name][0]
+    shape = _shape(src)
+    idx = [f"i{k}" for k in range(len(shape))]
+    kept = [i for k, i in enumerate(idx) if k not in axes]
+    init = _identity_of(name, out)
+    if _is_scalar(out):
+        acc = tr.emit(init)
+        tr.loop(shape, [f"{acc} = {combine.format(acc=acc, x=f'{a}[{_index(idx)}]')}"],
+                idx)
+        return acc
+    res = _fill(tr, out, init)
+    cell = f"{res}[{_index(kept)}]"
+    tr.loop(shape, [f"{cell} = {combine.format(acc=cell, x=f'{a}[{_index(idx)}]')}"],
+            idx)
+    return res
 
 
 @_rule("dot_general")
@@ -601,36 +787,33 @@ def _dot_general(tr, eqn, lhs, rhs):
     lc, rc, lb, rb = (tuple(int(i) for i in x) for x in (lc, rc, lb, rb))
     la, ra, out = _in(eqn), _in(eqn, 1), _out(eqn)
     ls, rs = _shape(la), _shape(ra)
-    lf = tuple(i for i in range(len(ls)) if i not in lc + lb)
-    rf = tuple(i for i in range(len(rs)) if i not in rc + rb)
-    b = math.prod(ls[i] for i in lb)
-    m = math.prod(ls[i] for i in lf)
-    k = math.prod(ls[i] for i in lc)
-    n = math.prod(rs[i] for i in rf)
-    dtype = np.dtype(out.dtype)
-    if np.dtype(la.dtype) != dtype:
-        lhs = tr.emit(_cast(lhs, _Aval(ls, dtype)))
-    if np.dtype(ra.dtype) != dtype:
-        rhs = tr.emit(_cast(rhs, _Aval(rs, dtype)))
-
-    def arrange(x, aval_shape, order, shape3):
-        src = _Aval(aval_shape, dtype)
-        if not aval_shape:
-            return tr.emit(f"np.full({shape3}, {x})")
-        if order != tuple(range(len(aval_shape))):
-            x = tr.emit(f"np.ascontiguousarray(np.transpose({x}, {order}))")
-        return _reshape(tr, x, src, shape3)
-
-    floats = dtype.kind in "fc"
-    if b == 1:
-        a2 = arrange(lhs, ls, lb + lf + lc, (m, k))
-        b2 = arrange(rhs, rs, rb + rc + rf, (k, n))
-        prod = tr.emit(f"rt.{'matmul' if floats else 'matmul_loops'}({a2}, {b2})")
-        flat = _Aval((m, n), dtype)
-    else:
-        a3 = arrange(lhs, ls, lb + lf + lc, (b, m, k))
-        b3 = arrange(rhs, rs, rb + rc + rf, (b, k, n))
-        fn = "batched_matmul" if floats else "batched_matmul_loops"
-        prod = tr.emit(f"rt.{fn}({a3}, {b3})")
-        flat = _Aval((b, m, n), dtype)
-    return _reshape(tr, prod, flat, _shape(out))
+    lf = [i for i in range(len(ls)) if i not in lc + lb]
+    rf = [i for i in range(len(rs)) if i not in rc + rb]
+    # Output indices: batch, lhs free, rhs free (XLA's order); k*: contraction.
+    nb = len(lb)
+    o = [f"i{k}" for k in range(len(_shape(out)))]
+    kk = [f"k{k}" for k in range(len(lc))]
+    li, ri = [None] * len(ls), [None] * len(rs)
+    for j, (bl, br) in enumerate(zip(lb, rb)):
+        li[bl] = ri[br] = o[j]
+    for j, d in enumerate(lf):
+        li[d] = o[nb + j]
+    for j, d in enumerate(rf):
+        ri[d] = o[nb + len(lf) + j]
+    for j, (cl, cr) in enumerate(zip(lc, rc)):
+        li[cl] = ri[cr] = kk[j]
+    dtype = _np_dtype(out)
+    term = f"{_at(lhs, la, li)} * {_at(rhs, ra, ri)}"
+    acc = f"_s{tr.fresh()}"  # one name per product: Numba types each name once
+    inner = [f"{acc} = {dtype}(0)"]
+    depth = ""
+    for k, c in zip(kk, lc):
+        inner.append(f"{depth}for {k} in range({ls[c]}):")
+        depth += "    "
+    inner.append(f"{depth}{acc} += {term}")
+    if _is_scalar(out):
+        tr.lines.extend(inner)
+        return tr.emit(acc)
+    res = tr.alloc(out)
+    tr.loop(_shape(out), inner + [f"{res}[{_index(o)}] = {acc}"], o)
+    return res

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..._solution import RESULTS
 from ..base import AbstractBackend, FlatProblem, SolveOptions
-from . import _callbacks, _residuals
+from . import _callbacks, _native, _residuals
 from ._callbacks import HostCallbacks, host_callbacks
 from ._codes import NONFINITE, STATS_KEYS, SUCCESS, code_for
 from ._savetimes import SaveTimes
@@ -67,6 +67,12 @@ class AbstractHostBackend(AbstractBackend):
 
     computes_in_float64: ClassVar[bool] = True
 
+    # Native right-hand sides (`_native.py`): "auto" compiles the callbacks with Numba
+    # and falls back to XLA, with a warning, where one does not compile; True makes
+    # that an error at trace time; False keeps XLA callbacks. `PYSCIML_NATIVE_RHS`
+    # (0/1/auto) overrides it.
+    native_rhs: "bool | str" = eqx.field(static=True, default="auto", kw_only=True)
+
     @abc.abstractmethod
     def host_forward(
         self,
@@ -117,11 +123,24 @@ class AbstractHostBackend(AbstractBackend):
         an error that says what is missing or unsupported."""
 
     def _callbacks(self, problem: FlatProblem, n: int, m: int) -> HostCallbacks:
-        return host_callbacks(problem.vector_field, n, m, problem.jac_sparsity)
+        native = _native.resolve_mode(self.native_rhs) is not False
+        return host_callbacks(problem.vector_field, n, m, problem.jac_sparsity, native)
+
+    def _check_native(self, problem: FlatProblem, n: int, m: int) -> None:
+        """`native_rhs=True`: every callback must compile; say so at trace time."""
+        if _native.resolve_mode(self.native_rhs) is not True:
+            return
+        if not _native.numba_available():
+            raise ValueError(
+                "`native_rhs=True` needs Numba, which could not be imported: "
+                "`pip install 'numba>=0.63'`, or use `native_rhs=\"auto\"`."
+            )
+        self._callbacks(problem, n, m).check_native()
 
     def forward(self, problem, y0, p, ts, options, *, residuals):
         self.host_prepare(problem, options)
         n, m, k = y0.shape[-1], p.shape[-1], ts.shape[-1]
+        self._check_native(problem, n, m)
         dtype = y0.dtype
         if problem.jac_sparsity is not None:
             shape = np.shape(problem.jac_sparsity.value)

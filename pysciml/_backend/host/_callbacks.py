@@ -1,41 +1,107 @@
 """Callbacks from the host solver into JAX: `host_callbacks` builds, once per problem
-and cached, the jitted NumPy-in, NumPy-out float64 `HostCallbacks` of one flat vector
-field (`f`, the fused VJPs, dense Jacobians, and a `SparseJacobian` when the problem
-gives a sparsity pattern). Each is wrapped by `_codes._checked`."""
+and cached, the NumPy-in, NumPy-out float64 `HostCallbacks` of one flat vector field
+(`f`, the fused VJPs, dense Jacobians, and a `SparseJacobian` when the problem gives a
+sparsity pattern). Each is a jitted XLA call wrapped by `_codes._checked`, or, with
+native right-hand sides, a Numba kernel compiled from the same function
+(`_native.NativeCallback`), which falls back to the XLA call where it cannot compile."""
 
 import functools as ft
-from typing import Any, NamedTuple
+import threading
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..._flatten import FlatVectorField
+from . import _native
 from ._codes import _checked
 from ._sparse import SparseJacobian
 
 
-class HostCallbacks(NamedTuple):
+class HostCallbacks:
     """NumPy-in, NumPy-out float64 callbacks for one flat vector field. Each is a single
-    jitted JAX call: the VJPs are fused so that one evaluation of an adjoint right-hand
-    side is one call."""
+    call (jitted XLA, or a native kernel): the VJPs are fused so that one evaluation of
+    an adjoint right-hand side is one call.
 
-    n: int
-    m: int
-    f: Any  # (t, y, p) -> dy
-    vjp: Any  # (t, y, p, lam) -> concat(λᵀ∂f/∂y, λᵀ∂f/∂p)
-    f_vjp: Any  # (t, y, p, lam) -> concat(f, λᵀ∂f/∂y, λᵀ∂f/∂p)
-    jac: Any  # (t, y, p) -> ∂f/∂y, shape (n, n)
-    jac_p: Any  # (t, y, p) -> ∂f/∂p, shape (n, m)
-    sparse: "SparseJacobian | None" = None  # when the problem gives a sparsity
+    - `f(t, y, p) -> dy`;
+    - `vjp(t, y, p, lam) -> concat(λᵀ∂f/∂y, λᵀ∂f/∂p)`;
+    - `f_vjp(t, y, p, lam) -> concat(f, λᵀ∂f/∂y, λᵀ∂f/∂p)`;
+    - `jac(t, y, p) -> ∂f/∂y`, shape `(n, n)`; `jac_p(t, y, p) -> ∂f/∂p`, `(n, m)`;
+    - `sparse`: a `SparseJacobian` when the problem gives a sparsity pattern.
+
+    `native` says whether the callbacks are native kernels (then pass `p` as a NumPy
+    array; otherwise a device array saves ~1 µs a call)."""
+
+    def __init__(self, n, m, f, vjp, f_vjp, jac, jac_p, sparse, native, functions):
+        self.n, self.m = n, m
+        self.f, self.vjp, self.f_vjp, self.jac, self.jac_p = f, vjp, f_vjp, jac, jac_p
+        self.sparse = sparse
+        self.native = native
+        self._functions = functions
+        self._pointers: Any = None
+        self._lock = threading.Lock()
+
+    def check_native(self) -> None:
+        """For `native_rhs=True`: raises a `ValueError` at trace time if any callback
+        would not compile, naming the primitive."""
+        n, m = self.n, self.m
+        for name, what in _WHAT.items():
+            lam = name in ("vjp", "f_vjp", "vjp_u", "vjp_p")
+            _native.translate_or_raise(
+                self._functions[name], _native.example_args(n, m, lam), what
+            )
+
+    def c_pointers(self) -> "_native.CPointers | None":
+        """The C function pointers of `f`, `vjp_u` and `vjp_p` for a host solver that
+        calls them itself (the Julia bridge), compiled once; `None` when the callbacks
+        are not native or one of them does not compile (then: the Python callbacks)."""
+        if not self.native:
+            return None
+        with self._lock:
+            if self._pointers is None:
+                self._pointers = _export_pointers(self._functions, self.n, self.m)
+            return self._pointers or None
+
+
+_WHAT = {
+    "f": "the vector field",
+    "vjp": "the vector-Jacobian product of the vector field",
+    "f_vjp": "the vector field and its vector-Jacobian product",
+    "jac": "the Jacobian of the vector field",
+    "jac_p": "the parameter Jacobian of the vector field",
+    "vjp_u": "the vector-Jacobian product of the vector field",
+    "vjp_p": "the parameter vector-Jacobian product of the vector field",
+}
+
+
+def _export_pointers(functions, n, m):
+    from ..._native import UnsupportedPrimitive, compile_function
+    from ..._native._cabi import export
+
+    pointers = {}
+    for name in ("f", "vjp_u", "vjp_p"):
+        try:
+            kernel = compile_function(
+                functions[name], *_native.example_args(n, m, name != "f")
+            )
+        except UnsupportedPrimitive as e:
+            _native._warn_once(
+                e.primitive,
+                _native.MSG_UNSUPPORTED.format(what=_WHAT[name], primitive=e.primitive),
+            )
+            return False
+        pointers[name] = export(name, kernel, n, m)
+    return _native.CPointers(**pointers)
 
 
 @ft.lru_cache(maxsize=64)
 def host_callbacks(
-    field: FlatVectorField, n: int, m: int, sparsity=None
+    field: FlatVectorField, n: int, m: int, sparsity=None, native: bool = False
 ) -> HostCallbacks:
     """Builds (once per problem: `field` compares by structure, `sparsity`, the
-    problem's frozen pattern, by identity) the jitted callbacks."""
+    problem's frozen pattern, by identity) the callbacks: jitted XLA calls, or with
+    `native=True` native kernels compiled on first use."""
 
     def f(t, y, p):
         return field(t, y, p)
@@ -54,15 +120,32 @@ def host_callbacks(
     def jac_p(t, y, p):
         return jax.jacfwd(field, argnums=2)(t, y, p).reshape(n, m)
 
+    def vjp_u(t, y, p, lam):
+        return jax.vjp(lambda y_: field(t, y_, p), y)[1](lam)[0]
+
+    def vjp_p(t, y, p, lam):
+        return jax.vjp(lambda p_: field(t, y, p_), p)[1](lam)[0]
+
+    functions = dict(f=f, vjp=vjp, f_vjp=f_vjp, jac=jac, jac_p=jac_p, vjp_u=vjp_u,
+                     vjp_p=vjp_p)
+    native = native and _native.numba_available()
+    made = {}
+    for name in ("f", "vjp", "f_vjp", "jac", "jac_p"):
+        xla = _checked(jax.jit(functions[name]), _WHAT[name])
+        if native:
+            lam = name in ("vjp", "f_vjp")
+            made[name] = _native.NativeCallback(
+                functions[name], _native.example_args(n, m, lam), _WHAT[name], xla
+            )
+        else:
+            made[name] = xla
     return HostCallbacks(
         n=n,
         m=m,
-        f=_checked(jax.jit(f), "the vector field"),
-        vjp=_checked(jax.jit(vjp), "the vector-Jacobian product of the vector field"),
-        f_vjp=_checked(jax.jit(f_vjp), "the vector field"),
-        jac=_checked(jax.jit(jac), "the Jacobian of the vector field"),
-        jac_p=_checked(jax.jit(jac_p), "the parameter Jacobian of the vector field"),
+        **made,
         sparse=None if sparsity is None else SparseJacobian(field, n, m, sparsity.value),
+        native=native,
+        functions=functions,
     )
 
 

@@ -817,3 +817,120 @@ def _dot_general(tr, eqn, lhs, rhs):
     res = tr.alloc(out)
     tr.loop(_shape(out), inner + [f"{res}[{_index(o)}] = {acc}"], o)
     return res
+
+
+# -- gather and scatter (indexing, and its transpose) ------------------------------------
+
+
+def _mode(eqn) -> str:
+    mode = str(eqn.params["mode"]).rsplit(".", 1)[-1].upper()
+    return "clip" if "CLIP" in mode else ("fill" if "FILL" in mode else "promise")
+
+
+@_rule("gather")
+def _gather(tr, eqn, operand, indices):
+    dn = eqn.params["dimension_numbers"]
+    if getattr(dn, "operand_batching_dims", ()) or getattr(
+        dn, "start_indices_batching_dims", ()
+    ):
+        raise UnsupportedPrimitive("gather", "with batching dimensions")
+    op_aval, ix_aval, out = _in(eqn), _in(eqn, 1), _out(eqn)
+    op_shape, ix_shape, out_shape = _shape(op_aval), _shape(ix_aval), _shape(out)
+    sizes = [int(s) for s in eqn.params["slice_sizes"]]
+    offset_dims = [int(d) for d in dn.offset_dims]
+    collapsed = {int(d) for d in dn.collapsed_slice_dims}
+    smap = [int(d) for d in dn.start_index_map]
+    mode = _mode(eqn)
+    o = [f"i{k}" for k in range(len(out_shape))]
+    batch_pos = [k for k in range(len(out_shape)) if k not in offset_dims]
+    b = [o[k] for k in batch_pos]
+    window = [d for d in range(len(op_shape)) if d not in collapsed]
+    body, valid = [], []
+    start = ["0"] * len(op_shape)
+    for k, d in enumerate(smap):
+        s = f"_g{k}"
+        body.append(f"{s} = int({_at(indices, ix_aval, b + [str(k)])})")
+        upper = op_shape[d] - sizes[d]
+        if mode == "fill":
+            valid.append(f"0 <= {s} <= {upper}")
+        body.append(f"{s} = min(max({s}, 0), {upper})")
+        start[d] = s
+    src = list(start)
+    for j, d in enumerate(window):
+        off = o[offset_dims[j]]
+        src[d] = off if start[d] == "0" else f"{start[d]} + {off}"
+    value = _at(operand, op_aval, src)
+    if valid:
+        fill = _literal(eqn.params["fill_value"] if eqn.params.get("fill_value")
+                        is not None else (np.nan if _kind(out) == "f" else 0), out)
+        value = f"({value} if {' and '.join(valid)} else {fill})"
+    if not out_shape:
+        tr.lines.extend(body)
+        return tr.emit(value)
+    res = tr.alloc(out)
+    tr.loop(out_shape, body + [f"{res}[{_index(o)}] = {value}"], o)
+    return res
+
+
+def _scatter(tr, eqn, operand, indices, updates, combine):
+    dn = eqn.params["dimension_numbers"]
+    if getattr(dn, "operand_batching_dims", ()) or getattr(
+        dn, "scatter_indices_batching_dims", ()
+    ):
+        raise UnsupportedPrimitive(eqn.primitive.name, "with batching dimensions")
+    op_aval, ix_aval, up_aval = _in(eqn), _in(eqn, 1), _in(eqn, 2)
+    op_shape, up_shape = _shape(op_aval), _shape(up_aval)
+    window_dims = [int(d) for d in dn.update_window_dims]
+    inserted = {int(d) for d in dn.inserted_window_dims}
+    smap = [int(d) for d in dn.scatter_dims_to_operand_dims]
+    mode = _mode(eqn)
+    u = [f"i{k}" for k in range(len(up_shape))]
+    b = [u[k] for k in range(len(up_shape)) if k not in window_dims]
+    window = [d for d in range(len(op_shape)) if d not in inserted]
+    wsize = {d: 1 for d in range(len(op_shape))}
+    for j, d in enumerate(window):
+        wsize[d] = up_shape[window_dims[j]]
+    res = tr.emit(f"{operand}.copy()") if op_shape else None
+    if res is None:
+        raise UnsupportedPrimitive(eqn.primitive.name, "on a scalar operand")
+    body, valid = [], []
+    start = ["0"] * len(op_shape)
+    for k, d in enumerate(smap):
+        s = f"_g{k}"
+        body.append(f"{s} = int({_at(indices, ix_aval, b + [str(k)])})")
+        upper = op_shape[d] - wsize[d]
+        if mode == "clip":
+            body.append(f"{s} = min(max({s}, 0), {upper})")
+        else:  # XLA drops an update whose window leaves the operand
+            valid.append(f"0 <= {s} <= {upper}")
+        start[d] = s
+    dst = list(start)
+    for j, d in enumerate(window):
+        off = u[window_dims[j]]
+        dst[d] = off if start[d] == "0" else f"{start[d]} + {off}"
+    cell = f"{res}[{_index(dst)}]"
+    store = f"{cell} = {combine.format(acc=cell, x=_at(updates, up_aval, u))}"
+    if valid:
+        body += [f"if {' and '.join(valid)}:", "    " + store]
+    else:
+        body.append(store)
+    if up_shape:
+        tr.loop(up_shape, body, u)
+    else:
+        tr.lines.extend(body)
+    return res
+
+
+@_rule("scatter-add", "scatter_add")
+def _scatter_add(tr, eqn, operand, indices, updates):
+    return _scatter(tr, eqn, operand, indices, updates, "{acc} + {x}")
+
+
+@_rule("scatter")
+def _scatter_set(tr, eqn, operand, indices, updates):
+    if not eqn.params.get("unique_indices", False) and _shape(_in(eqn, 1))[:-1] and (
+        math.prod(_shape(_in(eqn, 1))[:-1]) > 1
+    ):
+        # Which of several writes to one place wins is unspecified in XLA.
+        pass
+    return _scatter(tr, eqn, operand, indices, updates, "{x}")

@@ -19,6 +19,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import jax
@@ -27,7 +28,7 @@ import numpy as np
 import scipy.linalg
 
 from ._backend import get_backend
-from ._backend.host import HostThread, host_callbacks
+from ._backend.host import HostThread
 from ._flatten import FlatVectorField, spec_of, split_args
 from ._problem import ODEProblem
 from ._sensitivity import BacksolveAdjoint, DirectAdjoint, ForwardSensitivity
@@ -511,8 +512,8 @@ class _Offered:
 
             return call
 
-        self._callbacks = callbacks._replace(f=counted(callbacks.f),
-                                             vjp=counted(callbacks.vjp))
+        self._callbacks = callbacks
+        self.f, self.vjp = counted(callbacks.f), counted(callbacks.vjp)
         self._pointers = pointers
 
     def __getattr__(self, name):
@@ -546,12 +547,14 @@ def _nan_after_p0(t, y, p):
     return y * (1.0 + 0.0 * jnp.sqrt(p[0] - t))
 
 
-def _lv_host_pointers():
-    """`HostCallbacks.c_pointers()` of Lotka-Volterra, where that method exists."""
+def _lv_host_pointers(backend):
+    """`c_pointers()` of the callbacks that `backend` builds for Lotka-Volterra, where
+    that method exists (else, or where it gives none, `None`)."""
     dyn, static = split_args(jnp.asarray(LV_P))
     field = FlatVectorField(_lotka_volterra, spec_of(jnp.asarray(LV_Y0)), spec_of(dyn),
                             static)
-    callbacks = HostThread.run(host_callbacks, field, 2, 4)
+    problem = SimpleNamespace(vector_field=field, jac_sparsity=None)
+    callbacks = HostThread.run(get_backend(backend)._callbacks, problem, 2, 4)
     c_pointers = getattr(callbacks, "c_pointers", None)
     return None if c_pointers is None else HostThread.run(c_pointers)
 
@@ -583,7 +586,7 @@ def _native_check(backend):
     adjoint = get_backend(backend).default_sensitivity
 
     def run():
-        host = _lv_host_pointers()
+        host = _lv_host_pointers(backend)
         bad = export_field(_nan_after_p0, 1, 1)
         if backend != "julia":
             # No ccall here: the same pointers, called as the bridge calls them.

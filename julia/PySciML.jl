@@ -1,8 +1,10 @@
 # Julia side of the pysciml <-> juliacall bridge.
 #
 # This file is `include`d into a module made by `juliacall.newmodule("PySciML")`,
-# so it must not declare `module PySciML` itself.  The Python side calls exactly
-# two functions, `forward` and `vjp`; `last_error` is a debugging aid.
+# so it must not declare `module PySciML` itself.  The Python side calls `forward` and
+# `vjp` (the vector field as Python callables) or `forward_native` and `vjp_native`
+# (the same as native kernels: C function pointers, see `make_native_odefunction`);
+# `last_error` is a debugging aid.
 #
 # Boundary rules (see julia/NOTES.md):
 #   * every array that crosses the boundary is copied (solvers reuse buffers, and
@@ -45,12 +47,38 @@ versions() = "Julia $(VERSION); " * join(
 Solve du/dt = f(u, p, t) on (t0, t1) and return
 `(ys, code, nf, naccept, nreject)` where `ys[i, :]` is the state at `ts[i]`
 (a `length(ts) x length(u0)` matrix, all NaN unless `code == 0`) and `nf` is the
-number of calls made to the Python `f`.  `jac_rows`, `jac_cols` (1-based) give the
+number of calls made to the Python `f`. (`forward_native` below: the same over native
+kernels.)  `jac_rows`, `jac_cols` (1-based) give the
 Jacobian's sparsity pattern, if any: implicit solvers then get it as `jac_prototype`
 (see `make_odefunction`).
 """
 function forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters,
         jac_rows = Int[], jac_cols = Int[])
+    make = (st, proto, n, m) -> make_odefunction(f, vjp_u, vjp_p, st, proto)
+    return solve_forward(make, u0, p, t0, t1, ts, alg, rtol, atol, maxiters, jac_rows,
+        jac_cols)
+end
+
+"""
+    forward_native(f, vjp_u, vjp_p, poll, u0, p, t0, t1, ts, alg, rtol, atol, maxiters,
+                   jac_rows = Int[], jac_cols = Int[])
+
+`forward` with `f`, `vjp_u`, `vjp_p` the addresses (integers) of native kernels with
+pysciml's C ABI (`make_native_odefunction`), and `poll` a Python callable that raises
+to stop the solve (Ctrl-C). `nf` counts the calls made to the native `f`.
+"""
+function forward_native(f, vjp_u, vjp_p, poll, u0, p, t0, t1, ts, alg, rtol, atol,
+        maxiters, jac_rows = Int[], jac_cols = Int[])
+    make = (st, proto, n, m) -> make_native_odefunction(as_ptr(f), as_ptr(vjp_u),
+        as_ptr(vjp_p), poll, st, n, m, proto)
+    return solve_forward(make, u0, p, t0, t1, ts, alg, rtol, atol, maxiters, jac_rows,
+        jac_cols)
+end
+
+# The solve behind `forward` and `forward_native`: `make(st, proto, n, m)` builds the
+# ODEFunction for a state of n and parameters of m values.
+function solve_forward(make, u0, p, t0, t1, ts, alg, rtol, atol, maxiters, jac_rows,
+        jac_cols)
     st = CallState()
     LAST_ERROR[] = ""
     ys = fill(NaN, 0, 0)
@@ -64,7 +92,7 @@ function forward(f, vjp_u, vjp_p, u0, p, t0, t1, ts, alg, rtol, atol, maxiters,
         check_times(tsv, t0f, t1f)
         isempty(tsv) && return (ys, 0, 0, 0, 0)
         proto = jac_prototype(alg, jac_rows, jac_cols, length(u0v))
-        prob = SciMLBase.ODEProblem(make_odefunction(f, vjp_u, vjp_p, st, proto), u0v,
+        prob = SciMLBase.ODEProblem(make(st, proto, length(u0v), length(pv)), u0v,
             (t0f, t1f), pv)
         sol = OrdinaryDiffEq.solve(prob, make_solver(alg); saveat = tsv,
             save_everystep = false, reltol = as_f64(rtol), abstol = as_f64(atol),
@@ -102,6 +130,28 @@ QuadratureAdjoint derive the adjoint's sparsity pattern from the forward one.
 """
 function vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, maxiters,
         jac_rows = Int[], jac_cols = Int[])
+    make = (st, proto, n, m) -> make_odefunction(f, vjp_u, vjp_p, st, proto)
+    return solve_vjp(make, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol,
+        maxiters, jac_rows, jac_cols)
+end
+
+"""
+    vjp_native(f, vjp_u, vjp_p, poll, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol,
+               atol, maxiters, jac_rows = Int[], jac_cols = Int[])
+
+`vjp` over native kernels, with the arguments of `forward_native`.
+"""
+function vjp_native(f, vjp_u, vjp_p, poll, u0, p, t0, t1, ts, ys_bar, alg, sensealg,
+        rtol, atol, maxiters, jac_rows = Int[], jac_cols = Int[])
+    make = (st, proto, n, m) -> make_native_odefunction(as_ptr(f), as_ptr(vjp_u),
+        as_ptr(vjp_p), poll, st, n, m, proto)
+    return solve_vjp(make, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol,
+        maxiters, jac_rows, jac_cols)
+end
+
+# The adjoint behind `vjp` and `vjp_native`; `make` as for `solve_forward`.
+function solve_vjp(make, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, maxiters,
+        jac_rows, jac_cols)
     st = CallState()
     LAST_ERROR[] = ""
     du0 = Float64[]
@@ -129,7 +179,7 @@ function vjp(f, vjp_u, vjp_p, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, at
             return (du0, dp, 0)
         end
         proto = jac_prototype(alg, jac_rows, jac_cols, length(u0v))
-        prob = SciMLBase.ODEProblem(make_odefunction(f, vjp_u, vjp_p, st, proto), u0v,
+        prob = SciMLBase.ODEProblem(make(st, proto, length(u0v), length(pv)), u0v,
             (t0f, t1f), pv)
         # Dense re-solve: same steps as `forward` (saveat does not change steps).
         sol = OrdinaryDiffEq.solve(prob, make_solver(alg); reltol = reltol,

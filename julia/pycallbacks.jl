@@ -7,15 +7,18 @@ const NUMPY = pyimport("numpy")
 const LAST_ERROR = Ref("")
 last_error() = LAST_ERROR[]
 
-# Bookkeeping for one `forward` / `vjp` call, shared by its wrappers.
+# Bookkeeping for one `forward` / `vjp` call, shared by its wrappers (Python callables
+# or native kernels alike).
 mutable struct CallState
-    nf::Int                            # calls made to the Python f
-    nvjp::Int                          # calls made to the Python vjp_u
+    nf::Int                            # calls made to f
+    nvjp::Int                          # calls made to vjp_u
     tmin_vjp::Float64                  # smallest t at which vjp_u was called
     pyerror::Union{Nothing,String}     # first exception raised by a Python callback
     shapeerror::Union{Nothing,String}  # first result of the wrong shape or type
+    nonfinite::Union{Nothing,String}   # first native kernel that wrote a non-finite value
+    lastpoll::UInt64                   # time_ns() of the last `poll!` (native kernels)
 end
-CallState() = CallState(0, 0, Inf, nothing, nothing)
+CallState() = CallState(0, 0, Inf, nothing, nothing, nothing, time_ns())
 
 # ---- Python -> Julia (always a fresh copy) --------------------------------------
 # juliacall turns numpy arrays into PyArray (a view) and other objects into Py.
@@ -110,6 +113,14 @@ end
 # same closure type on every call, so the solver compiles once, and AutoSpecialize's
 # function wrappers would only add an indirection in front of a Python call.
 # `proto`: a sparse `jac_prototype` (see `jac_prototype`) or `nothing`.
+function odefunction(f!, vjp!, vjp_p!, proto)
+    proto === nothing && return SciMLBase.ODEFunction{true, SciMLBase.FullSpecialize}(
+        f!; vjp = vjp!, vjp_p = vjp_p!)
+    return SciMLBase.ODEFunction{true, SciMLBase.FullSpecialize}(
+        f!; vjp = vjp!, vjp_p = vjp_p!, jac_prototype = proto)
+end
+
+# The ODEFunction over three Python callables.
 function make_odefunction(f::Py, vjp_u::Py, vjp_p::Py, st::CallState, proto = nothing)
     f! = function (du, u, p, t)
         st.nf += 1
@@ -126,10 +137,133 @@ function make_odefunction(f::Py, vjp_u::Py, vjp_p::Py, st::CallState, proto = no
         py_into!(out, st, vjp_p, "vjp_p", to_numpy(v), to_numpy(u), to_numpy(p), Float64(t))
         return nothing
     end
-    proto === nothing && return SciMLBase.ODEFunction{true, SciMLBase.FullSpecialize}(
-        f!; vjp = vjp!, vjp_p = vjp_p!)
-    return SciMLBase.ODEFunction{true, SciMLBase.FullSpecialize}(
-        f!; vjp = vjp!, vjp_p = vjp_p!, jac_prototype = proto)
+    return odefunction(f!, vjp!, vjp_p!, proto)
+end
+
+# ---- Native kernels: C function pointers called with ccall ------------------------
+# pysciml compiles f, vjp_u and vjp_p with Numba and exports them with a fixed C ABI
+# (pysciml/_native/_cabi.py), all buffers contiguous Float64:
+#   int32 f(double *out, double *u, double *p, double t)                 out: n
+#   int32 vjp_u(double *out, double *v, double *u, double *p, double t)  out: n
+#   int32 vjp_p(double *out, double *v, double *u, double *p, double t)  out: m
+# returning 0, or 1 when what they wrote is not finite. Python sends the addresses as
+# ints (PythonCall: `int` -> `Int`); the Python objects that own the machine code stay
+# alive on the Python side for the whole bridge call. No Python runs in a kernel call;
+# `poll!` calls Python every POLL_NS so that Ctrl-C still stops a solve (see NOTES.md).
+
+function as_ptr(x::Integer)
+    ptr = Ptr{Cvoid}(UInt(x))
+    ptr == C_NULL && throw(ArgumentError("a native kernel's address is 0"))
+    return ptr
+end
+as_ptr(x::Py) = as_ptr(pyconvert(UInt, x))
+
+# Between two Python polls during a native solve: the main thread needs the GIL, which
+# the host thread holds during a bridge call, to see a Ctrl-C at all.
+const POLL_NS = UInt64(10_000_000)
+
+# Calls the Python `poll` (which raises after a Ctrl-C) at most every POLL_NS; its
+# exception is recorded like any Python callback's (code 4).
+function poll!(st::CallState, poll::Py)
+    now = time_ns()
+    now - st.lastpoll < POLL_NS && return nothing
+    st.lastpoll = now
+    try
+        poll()
+    catch e
+        st.pyerror === nothing && (st.pyerror = "poll: " * sprint(showerror, e))
+        rethrow()
+    end
+    return nothing
+end
+
+# What a ccall can take for a `double *` of `length(buf)` values: `x` itself when it is
+# a plain Float64 `Array` (contiguous), else `buf`, into which `x` is copied when
+# `copyin` (inputs). SciMLSensitivity hands the hooks views (`@view u[1:n]` in the
+# Interpolating and Backsolve adjoints) and Backsolve calls f with a view `du`; any
+# other AbstractArray is copied the same way. A length other than the kernel's would
+# make it read or write out of bounds: refused before the call.
+function native_arg(st::CallState, name::String, x::AbstractArray, buf::Vector{Float64},
+        copyin::Bool)
+    if length(x) != length(buf)
+        msg = "$name has $(length(x)) values; the native kernel takes $(length(buf))"
+        st.shapeerror === nothing && (st.shapeerror = msg)
+        throw(DimensionMismatch(msg))
+    end
+    x isa Array{Float64} && return x
+    copyin && copyto!(buf, x)
+    return buf
+end
+
+struct NativeFailure <: Exception
+    msg::String
+end
+Base.showerror(io::IO, e::NativeFailure) = print(io, e.msg)
+
+# A kernel's return code: 1 (non-finite output) ends the solve as a Python
+# NonFiniteError does on the callback path, and is reported as code 3.
+function native_check(st::CallState, name::String, rc::Cint, t::Float64)
+    rc == 0 && return nothing
+    if rc == 1
+        msg = "the native $name wrote a non-finite value at t = $t"
+        st.nonfinite === nothing && (st.nonfinite = msg)
+    else
+        msg = "the native $name returned $rc (0 or 1 expected)"
+    end
+    throw(NativeFailure(msg))
+end
+
+# The ODEFunction over three native kernels, for a state of `n` and parameters of `m`
+# values; the same hooks and bookkeeping as `make_odefunction`. Buffers are allocated
+# once per bridge call.
+function make_native_odefunction(fptr::Ptr{Cvoid}, vjp_u_ptr::Ptr{Cvoid},
+        vjp_p_ptr::Ptr{Cvoid}, poll::Py, st::CallState, n::Int, m::Int, proto = nothing)
+    ubuf, vbuf, outn = zeros(n), zeros(n), zeros(n)
+    pbuf, outm = zeros(m), zeros(m)
+    f! = function (du, u, p, t)
+        st.nf += 1
+        poll!(st, poll)
+        o = native_arg(st, "f: du", du, outn, false)
+        uu = native_arg(st, "f: u", u, ubuf, true)
+        pp = native_arg(st, "f: p", p, pbuf, true)
+        tf = Float64(t)
+        rc = ccall(fptr, Cint, (Ptr{Float64}, Ptr{Float64}, Ptr{Float64}, Float64),
+            o, uu, pp, tf)
+        native_check(st, "f", rc, tf)
+        o === du || copyto!(du, o)
+        return nothing
+    end
+    vjp! = function (out, v, u, p, t)
+        st.nvjp += 1
+        tf = Float64(t)
+        st.tmin_vjp = min(st.tmin_vjp, tf)
+        poll!(st, poll)
+        o = native_arg(st, "vjp_u: out", out, outn, false)
+        vv = native_arg(st, "vjp_u: v", v, vbuf, true)
+        uu = native_arg(st, "vjp_u: u", u, ubuf, true)
+        pp = native_arg(st, "vjp_u: p", p, pbuf, true)
+        rc = ccall(vjp_u_ptr, Cint,
+            (Ptr{Float64}, Ptr{Float64}, Ptr{Float64}, Ptr{Float64}, Float64),
+            o, vv, uu, pp, tf)
+        native_check(st, "vjp_u", rc, tf)
+        o === out || copyto!(out, o)
+        return nothing
+    end
+    vjp_p! = function (out, v, u, p, t)
+        tf = Float64(t)
+        poll!(st, poll)
+        o = native_arg(st, "vjp_p: out", out, outm, false)
+        vv = native_arg(st, "vjp_p: v", v, vbuf, true)
+        uu = native_arg(st, "vjp_p: u", u, ubuf, true)
+        pp = native_arg(st, "vjp_p: p", p, pbuf, true)
+        rc = ccall(vjp_p_ptr, Cint,
+            (Ptr{Float64}, Ptr{Float64}, Ptr{Float64}, Ptr{Float64}, Float64),
+            o, vv, uu, pp, tf)
+        native_check(st, "vjp_p", rc, tf)
+        o === out || copyto!(out, o)
+        return nothing
+    end
+    return odefunction(f!, vjp!, vjp_p!, proto)
 end
 
 # ---- failures --------------------------------------------------------------------
@@ -138,6 +272,10 @@ function failure_code!(st::CallState, e)
     if st.pyerror !== nothing
         LAST_ERROR[] = st.pyerror
         return 4
+    end
+    if st.nonfinite !== nothing
+        LAST_ERROR[] = st.nonfinite
+        return 3
     end
     LAST_ERROR[] = st.shapeerror !== nothing ? st.shapeerror : sprint(showerror, e)
     return 5

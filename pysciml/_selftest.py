@@ -8,6 +8,8 @@ are written for any host backend: CI runs them on SciPy (`tests/test_selftest.py
 every line here runs on every machine; only `backend="julia"` verifies Julia.
 """
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -17,6 +19,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import jax
@@ -26,6 +29,7 @@ import scipy.linalg
 
 from ._backend import get_backend
 from ._backend.host import HostThread
+from ._flatten import FlatVectorField, spec_of, split_args
 from ._problem import ODEProblem
 from ._sensitivity import BacksolveAdjoint, DirectAdjoint, ForwardSensitivity
 from ._solution import RESULTS
@@ -440,6 +444,193 @@ def _start_check():
     return Check("start Julia and load the bridge", run)
 
 
+# --- Native kernels: the C function pointers that the Julia bridge `ccall`s ----------
+
+
+class NativePointers(NamedTuple):
+    """C function pointers (`pysciml._native._cabi.CFunction`s) of one flat vector
+    field, with the fields of `HostCallbacks.c_pointers()`'s result and `jac`."""
+
+    f: object
+    vjp_u: object
+    vjp_p: object
+    jac: object
+
+
+def export_field(field, n: int, m: int) -> NativePointers:
+    """Compiles `field(t, y, p)` (flat float64 vectors of n and m values), its VJPs and
+    its Jacobian with pysciml's native compiler and exports them with the C ABI."""
+    from ._native import compile_function
+    from ._native._cabi import export
+
+    u, p = np.zeros(n), np.zeros(m)
+    fns = {
+        "f": (lambda t, y, q: field(t, y, q), (0.0, u, p)),
+        "vjp_u": (lambda t, y, q, v: jax.vjp(lambda y_: field(t, y_, q), y)[1](v)[0],
+                  (0.0, u, p, u)),
+        "vjp_p": (lambda t, y, q, v: jax.vjp(lambda q_: field(t, y, q_), q)[1](v)[0],
+                  (0.0, u, p, u)),
+        "jac": (lambda t, y, q: jax.jacfwd(field, argnums=1)(t, y, q), (0.0, u, p)),
+    }
+    return NativePointers(**{
+        name: export(name, compile_function(fn, *example), n, m)
+        for name, (fn, example) in fns.items()
+    })
+
+
+_DP = ctypes.POINTER(ctypes.c_double)
+# The C ABI as the Julia bridge's `ccall`s spell it (julia/pycallbacks.jl,
+# `make_native_odefunction`): (out, u, p, t) and (out, v, u, p, t) -> Cint.
+_CTYPES = {
+    "f": ctypes.CFUNCTYPE(ctypes.c_int32, _DP, _DP, _DP, ctypes.c_double),
+    "jac": ctypes.CFUNCTYPE(ctypes.c_int32, _DP, _DP, _DP, ctypes.c_double),
+    "vjp_u": ctypes.CFUNCTYPE(ctypes.c_int32, _DP, _DP, _DP, _DP, ctypes.c_double),
+    "vjp_p": ctypes.CFUNCTYPE(ctypes.c_int32, _DP, _DP, _DP, _DP, ctypes.c_double),
+}
+
+
+def call_native(pointer, size: int, t, u, p, v=None) -> tuple[np.ndarray, int]:
+    """Calls one exported pointer from its bare address (as Julia does), through ctypes,
+    on contiguous float64 copies; returns `(out, return code)`."""
+    fn = _CTYPES[pointer.name](int(pointer.address))
+    out = np.full(size, np.nan)
+    args = [np.ascontiguousarray(a, np.float64) for a in
+            ([u, p] if v is None else [v, u, p])]
+    rc = fn(out.ctypes.data_as(_DP), *(a.ctypes.data_as(_DP) for a in args), float(t))
+    return out, int(rc)
+
+
+class _Offered:
+    """A backend's `HostCallbacks` whose `c_pointers()` gives `pointers` (`None`: the
+    Python callbacks), recording every call of its Python `f` and `vjp` in `calls`."""
+
+    def __init__(self, callbacks, pointers, calls):
+        def counted(fn):
+            def call(*args):
+                calls.append(1)
+                return fn(*args)
+
+            return call
+
+        self._callbacks = callbacks
+        self.f, self.vjp = counted(callbacks.f), counted(callbacks.vjp)
+        self._pointers = pointers
+
+    def __getattr__(self, name):
+        return getattr(self._callbacks, name)
+
+    def c_pointers(self):
+        return self._pointers
+
+
+@contextlib.contextmanager
+def offered_pointers(backend, pointers):
+    """Within the block, `backend`'s callbacks offer `pointers` (or `None`) as their
+    native kernels; yields the list that records the Python callbacks' calls."""
+    cls = type(get_backend(backend))
+    original = cls._callbacks
+    calls: list = []
+
+    def offered(self, problem, n, m):
+        return _Offered(original(self, problem, n, m), pointers, calls)
+
+    cls._callbacks = offered
+    try:
+        yield calls
+    finally:
+        cls._callbacks = original
+
+
+def _nan_after_p0(t, y, p):
+    # y' = y, exactly, up to t = p[0], and NaN after it (0 * NaN): a kernel returns 1
+    # there, while the solution before it is smooth (no step-size collapse first).
+    return y * (1.0 + 0.0 * jnp.sqrt(p[0] - t))
+
+
+def _lv_host_pointers(backend):
+    """`c_pointers()` of the callbacks that `backend` builds for Lotka-Volterra, where
+    that method exists (else, or where it gives none, `None`)."""
+    dyn, static = split_args(jnp.asarray(LV_P))
+    field = FlatVectorField(_lotka_volterra, spec_of(jnp.asarray(LV_Y0)), spec_of(dyn),
+                            static)
+    problem = SimpleNamespace(vector_field=field, jac_sparsity=None)
+    callbacks = HostThread.run(get_backend(backend)._callbacks, problem, 2, 4)
+    c_pointers = getattr(callbacks, "c_pointers", None)
+    return None if c_pointers is None else HostThread.run(c_pointers)
+
+
+def _native_abi(pointers, tag) -> float:
+    """Every pointer of Lotka-Volterra through ctypes, in the bridge's layout, against
+    JAX; the Jacobian column-major."""
+    errs = []
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        t, u, p, v = rng.uniform(0, 5), rng.uniform(0.1, 3, 2), rng.uniform(0.1, 3, 4), \
+            rng.normal(size=2)
+        _, pullback = jax.vjp(lambda u_, p_: _lotka_volterra(t, u_, p_), u, p)
+        want_u, want_p = pullback(v)
+        calls = [("f", 2, (), _lotka_volterra(t, u, p))]
+        calls += [("vjp_u", 2, (v,), want_u), ("vjp_p", 4, (v,), want_p)]
+        if getattr(pointers, "jac", None) is not None:
+            jac = np.asarray(jax.jacfwd(_lotka_volterra, argnums=1)(t, u, p))
+            calls.append(("jac", 4, (), jac.ravel(order="F")))
+        for name, size, v_arg, want in calls:
+            out, rc = call_native(getattr(pointers, name), size, t, u, p, *v_arg)
+            if rc != 0:
+                raise AssertionError(f"{tag} {name} returned {rc} on finite values")
+            errs.append(_expect(f"{tag} {name}", out, want, 1e-12))
+    return max(errs)
+
+
+def _native_check(backend):
+    adjoint = get_backend(backend).default_sensitivity
+
+    def run():
+        host = _lv_host_pointers(backend)
+        bad = export_field(_nan_after_p0, 1, 1)
+        if backend != "julia":
+            # No ccall here: the same pointers, called as the bridge calls them.
+            err = _native_abi(export_field(_lotka_volterra, 2, 4), "exported")
+            if host is not None:
+                err = max(err, _native_abi(host, "c_pointers()"))
+            codes = [call_native(bad.f, 1, t, [1.0], [0.5])[1] for t in (0.25, 0.75)]
+            if codes != [0, 1]:
+                raise AssertionError(f"return codes {codes} at t < p0 and t > p0; "
+                                     "expected [0, 1]")
+            which = "export and c_pointers()" if host is not None else "export"
+            return (f"f, vjp_u, vjp_p, jac ({which}) through ctypes in the ccall layout: "
+                    f"max rel. error {err:.1e} vs JAX; a non-finite output returns 1")
+        offered = host if host is not None else export_field(_lotka_volterra, 2, 4)
+        with offered_pointers(backend, offered) as calls:
+            value, (g_y0, g_p) = _lv_value_and_grad(backend, Dopri8(), adjoint, 1e-10)
+            sol = solve(LV, jnp.asarray(LV_Y0), jnp.asarray(LV_P), saveat=LV_TS,
+                        backend=backend, solver=Dopri8(), sensitivity=adjoint,
+                        rtol=1e-10, atol=1e-10, max_steps=100_000)
+        if calls:
+            raise AssertionError(f"the Python callbacks ran {len(calls)} times: the "
+                                 "native path was not taken")
+        if not int(sol.stats["num_fevals"]) > 0:
+            raise AssertionError("no native f call was counted")
+        ref, (r_y0, r_p) = _lv_value_and_grad("diffrax", Dopri8(), DirectAdjoint(), 1e-12)
+        errs = [_expect("value", value, ref, 1e-6), _expect("dL/dy0", g_y0, r_y0, 1e-6),
+                _expect("dL/dp", g_p, r_p, 1e-6)]
+        with offered_pointers(backend, bad):
+            result = solve(ODEProblem(_nan_after_p0, 0.0, 1.0), jnp.ones(1),
+                           jnp.array([0.5]), saveat=jnp.array([1.0]), backend=backend,
+                           sensitivity=adjoint, throw=False).result
+        if result != RESULTS.nonfinite:
+            raise AssertionError(f"a kernel returning 1 ended the solve as {result}, "
+                                 "not nonfinite")
+        which = "c_pointers()" if host is not None else "exported pointers"
+        return (f"forward and {type(adjoint).__name__} gradient with no Python "
+                f"callback ({which}, {int(sol.stats['num_fevals'])} native f calls): "
+                f"max rel. error "
+                f"{max(errs):.1e} vs diffrax Dopri8 at 1e-12; a kernel returning 1 "
+                "gives nonfinite")
+
+    return Check("native kernels (ccall) Lotka-Volterra", run)
+
+
 # --- The list -----------------------------------------------------------------------
 
 
@@ -468,6 +659,7 @@ def checks(backend: str = "julia") -> list[Check]:
     heat_solver = next(s for s in implicit if s.__name__ in ("FBDF", "QNDF"))
     out.append(_heat_check(backend, heat_solver()))
     out.append(_adjoint_max_steps_check(backend))
+    out.append(_native_check(backend))
     if backend == "julia":
         out.append(_shape_error_check())
     timeout = 900 if backend == "julia" else 120

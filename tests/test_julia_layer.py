@@ -5,6 +5,7 @@ covers every line of the Julia layer except the calls into Julia itself."""
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from pysciml._backend.host import (
     NONFINITE,
     SOLVER_FAILED,
     VECTOR_FIELD_ERROR,
+    HostInterrupted,
     HostThread,
     NonFiniteError,
     VectorFieldError,
@@ -65,7 +67,136 @@ def test_julia_selftest_check(name):
         pytest.skip(f"inconclusive here: {e}")
 
 
+@pytest.fixture(scope="module")
+def lv_pointers():
+    from pysciml._selftest import export_field
+
+    return export_field(lotka_volterra, 2, 4)
+
+
+@pytest.mark.julia
+@pytest.mark.parametrize("solver, sensitivity", [
+    (ps.Dopri8(), ps.GaussAdjoint()),
+    (ps.Dopri8(), ps.InterpolatingAdjoint()),  # hooks get views: copied for the ccall
+    (ps.Dopri8(), ps.QuadratureAdjoint()),
+    (ps.Dopri8(), ps.BacksolveAdjoint()),      # f gets a view `du`
+    (ps.Kvaerno5(), ps.GaussAdjoint()),        # finite-difference Jacobians through f
+], ids=lambda x: type(x).__name__)
+def test_native_kernels_agree_with_python_callbacks(lv_pointers, solver, sensitivity):
+    """The same Julia solve and adjoint, once over the native kernels (ccall) and once
+    over the Python callbacks."""
+    from pysciml._selftest import offered_pointers
+
+    y0, p = jnp.array([1.0, 1.0]), jnp.array([1.5, 1.0, 3.0, 1.0])
+    ts = jnp.array([0.5, 1.7, 3.0, 5.0])
+    problem = ps.ODEProblem(lotka_volterra, 0.0, 5.0)
+
+    def loss(y0, p):
+        return jnp.sum(ps.solve(problem, y0, p, saveat=ts, backend="julia", solver=solver,
+                                sensitivity=sensitivity, rtol=1e-9, atol=1e-9).ys ** 2)
+
+    def run(pointers):
+        with offered_pointers("julia", pointers) as calls:
+            value, grads = jax.value_and_grad(loss, argnums=(0, 1))(y0, p)
+        return value, grads, len(calls)
+
+    native, python = run(lv_pointers), run(None)
+    assert native[2] == 0, "the native solve called the Python callbacks"
+    assert python[2] > 0
+    np.testing.assert_allclose(native[0], python[0], rtol=1e-9)
+    for got, want in zip(native[1], python[1]):
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-10)
+
+
 # --- Runs everywhere -----------------------------------------------------------------
+
+
+class _StandInBridge:
+    """Stands in for the Julia module `PySciML`, to see what `JuliaBackend` sends it. It
+    solves nothing (it returns zeros): only the Python side is under test."""
+
+    def __init__(self):
+        self.calls = []
+
+    def forward(self, *args):
+        self.calls.append(("forward", args))
+        return np.zeros((len(args[7]), len(args[3]))), 0, 0, 0, 0
+
+    def forward_native(self, *args):
+        self.calls.append(("forward_native", args))
+        return np.zeros((len(args[8]), len(args[4]))), 0, 0, 0, 0
+
+    def vjp(self, *args):
+        self.calls.append(("vjp", args))
+        return np.zeros(len(args[3])), np.zeros(len(args[4])), 0
+
+    def vjp_native(self, *args):
+        self.calls.append(("vjp_native", args))
+        return np.zeros(len(args[4])), np.zeros(len(args[5])), 0
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
+               for x, y in zip(a, b, strict=True))
+
+
+def test_julia_backend_sends_the_native_addresses_when_offered(monkeypatch):
+    from pysciml._selftest import offered_pointers
+
+    bridge = _StandInBridge()
+    monkeypatch.setattr(julia_backend, "julia_module", lambda: bridge)
+    pointers = SimpleNamespace(f=SimpleNamespace(address=0x1000),
+                               vjp_u=SimpleNamespace(address=0x2000),
+                               vjp_p=SimpleNamespace(address=0x3000))
+    problem = ps.ODEProblem(lotka_volterra, 0.0, 1.0)
+
+    def grad():
+        return jax.grad(lambda p: jnp.sum(ps.solve(
+            problem, jnp.ones(2), p, saveat=jnp.array([0.5, 1.0]), backend="julia",
+            sensitivity=ps.GaussAdjoint()).ys))(jnp.array([1.5, 1.0, 3.0, 1.0]))
+
+    with offered_pointers("julia", pointers) as calls:
+        grad()
+    assert not calls
+    assert [name for name, _ in bridge.calls] == ["forward_native", "vjp_native"]
+    native = [args for _, args in bridge.calls]
+    for args in native:
+        assert args[:3] == (0x1000, 0x2000, 0x3000)
+        assert all(type(a) is int for a in args[:3])  # PythonCall: int -> Int
+        assert callable(args[3])
+    bridge.calls.clear()
+    with offered_pointers("julia", None):
+        grad()
+    assert [name for name, _ in bridge.calls] == ["forward", "vjp"]
+    # Everything after the callbacks is the same on both paths.
+    for (_, python), native_args in zip(bridge.calls, native, strict=True):
+        assert _same(python[3:], native_args[4:])
+
+
+def test_native_pointers_are_used_unless_refused():
+    offered = SimpleNamespace(c_pointers=lambda: "pointers")
+    choose = julia_backend._native_pointers
+    assert choose(SimpleNamespace(), offered) == "pointers"  # no native_rhs field yet
+    assert choose(SimpleNamespace(native_rhs="auto"), offered) == "pointers"
+    assert choose(SimpleNamespace(native_rhs=True), offered) == "pointers"
+    assert choose(SimpleNamespace(native_rhs=False), offered) is None
+    assert choose(SimpleNamespace(), SimpleNamespace(c_pointers=lambda: None)) is None
+    assert choose(SimpleNamespace(), SimpleNamespace()) is None  # no c_pointers at all
+
+
+def test_poll_stops_a_native_solve_after_ctrl_c(monkeypatch):
+    cb = julia_backend.JuliaCallbacks(_callbacks())
+    cb.poll()  # nothing to do
+    assert cb.code(VECTOR_FIELD_ERROR) == SOLVER_FAILED  # (no exception recorded)
+    monkeypatch.setattr(HostThread, "cancel", True)
+    with pytest.raises(HostInterrupted):
+        cb.poll()
+    # The bridge reports the poll's exception as code 4; the interruption behind it is
+    # no vector-field error (HostThread.run raises HostInterrupted for the caller).
+    assert cb.code(VECTOR_FIELD_ERROR) == SOLVER_FAILED
+    assert isinstance(cb.error, HostInterrupted)
+
+
 
 
 def test_missing_juliacall_is_one_clear_error(monkeypatch):

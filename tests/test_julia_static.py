@@ -18,7 +18,7 @@ JULIA_DIR = ROOT / "julia"
 JULIA_FILES = sorted(JULIA_DIR.rglob("*.jl"))
 
 # Names the Python side relies on (kept in sync with pysciml by hand).
-CALLED_FUNCTIONS = {"forward", "vjp"}
+CALLED_FUNCTIONS = {"forward", "vjp", "forward_native", "vjp_native"}
 SOLVERS = {"Tsit5", "DP5", "DP8", "Kvaerno5", "Rodas5P", "FBDF"}
 SENSEALGS = {"GaussAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "BacksolveAdjoint"}
 # Modules a `using`/`import` may name without a [deps] entry.
@@ -270,7 +270,7 @@ def test_bridge_takes_the_sparsity_pattern():
     (`_jac_pattern`); the bridge takes them, with empty defaults, and builds a
     `jac_prototype` from them."""
     source = (JULIA_DIR / "PySciML.jl").read_text()
-    for name in ("forward", "vjp"):
+    for name in CALLED_FUNCTIONS:
         match = re.search(rf"^function {name}\((.*?)\)\n", source, re.S | re.M)
         assert match, name
         params = [p.strip() for p in match.group(1).split(",")]
@@ -278,3 +278,21 @@ def test_bridge_takes_the_sparsity_pattern():
     callbacks = (JULIA_DIR / "pycallbacks.jl").read_text()
     assert "SparseArrays.sparse(" in callbacks
     assert "jac_prototype = proto" in callbacks
+
+
+def test_native_entries_take_the_arguments_of_the_python_ones():
+    """`JuliaBackend` sends `forward_native`/`vjp_native` the three kernel addresses and
+    `poll` in place of the three callables, then the same arguments as to
+    `forward`/`vjp`."""
+    source = (JULIA_DIR / "PySciML.jl").read_text()
+
+    def params(name):
+        match = re.search(rf"^function {name}\((.*?)\)\n", source, re.S | re.M)
+        assert match, name
+        return [p.strip() for p in match.group(1).split(",")]
+
+    for name in ("forward", "vjp"):
+        python, native = params(name), params(f"{name}_native")
+        assert python[:3] == native[:3] == ["f", "vjp_u", "vjp_p"]
+        assert native[3] == "poll"
+        assert native[4:] == python[3:]

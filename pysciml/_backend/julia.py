@@ -28,10 +28,13 @@ from .._solver import (
     Tsit5,
 )
 from .host import (
+    MSG_INTERRUPTED,
     NONFINITE,
     SOLVER_FAILED,
     VECTOR_FIELD_ERROR,
     AbstractHostBackend,
+    HostInterrupted,
+    HostThread,
     code_for,
 )
 
@@ -109,6 +112,12 @@ class JuliaCallbacks:
     def vjp_p(self, lam, u, p, t):
         return self._vjp(lam, u, p, t)[self.callbacks.n :].copy()
 
+    def poll(self):
+        """Called by the bridge every few milliseconds of a solve over native kernels,
+        where no other Python runs: raises `HostInterrupted` after a Ctrl-C (as the
+        Python callbacks do), and lets the waiting thread take the GIL."""
+        self._guard(_check_cancel)
+
     def code(self, code: int) -> int:
         """Refines a bridge code with the Python exception behind it, reporting it.
         The bridge's code 4 means "a Python callback raised"; without a recorded
@@ -117,6 +126,28 @@ class JuliaCallbacks:
         if code == VECTOR_FIELD_ERROR:
             return SOLVER_FAILED if self.error is None else code_for(self.error)
         return code
+
+
+def _check_cancel():
+    if HostThread.cancel:
+        raise HostInterrupted(MSG_INTERRUPTED)
+
+
+def _native_pointers(backend, callbacks):
+    """The native kernels' C function pointers for the bridge's `forward_native` /
+    `vjp_native`, or `None` for the Python callbacks: `native_rhs=False`, or
+    `callbacks.c_pointers()` gave none (native code unavailable, or the vector field
+    does not compile). The caller keeps the returned object alive until Julia returns:
+    it owns the machine code behind the addresses."""
+    if getattr(backend, "native_rhs", "auto") is False:
+        return None
+    c_pointers = getattr(callbacks, "c_pointers", None)
+    return None if c_pointers is None else c_pointers()
+
+
+def _addresses(pointers) -> tuple[int, int, int]:
+    return (int(pointers.f.address), int(pointers.vjp_u.address),
+            int(pointers.vjp_p.address))
 
 
 def _jac_pattern(problem) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +198,12 @@ class JuliaBackend(AbstractHostBackend):
     `ZygoteVJP` only keeps SciMLSensitivity from allocating dense Jacobians: the `vjp`
     hooks are used first, so Zygote never runs (julia/NOTES.md).
 
+    Native kernels: where `callbacks.c_pointers()` gives C function pointers (the same
+    f, λᵀ∂f/∂u and λᵀ∂f/∂p compiled by Numba; `native_rhs` not `False`), the bridge's
+    `forward_native`/`vjp_native` `ccall` them, so no Python runs per right-hand side;
+    a non-finite kernel output ends the solve as `nonfinite`, and Ctrl-C still stops
+    it (the bridge polls Python every 10 ms). Otherwise the Python callbacks above.
+
     The adjoint is integrated with the forward solver, so stiff problems get stiff
     adjoints (implicit, with finite-difference Jacobians of the adjoint system: Float64
     only, no dual numbers reach Python).
@@ -215,11 +252,14 @@ class JuliaBackend(AbstractHostBackend):
     def host_forward(self, callbacks, problem, y0, p, ts, options, *, keep):
         jl = julia_module()
         cb = JuliaCallbacks(callbacks)
-        ys, code, nf, naccept, nreject = jl.forward(  # not run in CI: needs Julia
-            cb.f, cb.vjp_u, cb.vjp_p, y0, p, problem.t0, problem.t1, ts,
-            _ALGS[type(options.solver)], options.rtol, options.atol, options.max_steps,
-            *_jac_pattern(problem),
-        )
+        pointers = _native_pointers(self, callbacks)  # alive until Julia returns
+        args = (y0, p, problem.t0, problem.t1, ts, _ALGS[type(options.solver)],
+                options.rtol, options.atol, options.max_steps, *_jac_pattern(problem))
+        if pointers is None:
+            result = jl.forward(cb.f, cb.vjp_u, cb.vjp_p, *args)  # not run in CI
+        else:
+            result = jl.forward_native(*_addresses(pointers), cb.poll, *args)  # likewise
+        ys, code, nf, naccept, nreject = result
         code = cb.code(int(code))
         if code not in (0, NONFINITE, VECTOR_FIELD_ERROR):
             _julia_message(jl, "forward solve", options)
@@ -232,11 +272,15 @@ class JuliaBackend(AbstractHostBackend):
     def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options, *, saved):
         jl = julia_module()
         cb = JuliaCallbacks(callbacks)
-        du0, dp, code = jl.vjp(  # not run in CI: needs Julia
-            cb.f, cb.vjp_u, cb.vjp_p, y0, p, problem.t0, problem.t1, ts, ys_bar,
-            _ALGS[type(options.solver)], _SENSEALGS[type(options.sensitivity)],
-            options.rtol, options.atol, options.max_steps, *_jac_pattern(problem),
-        )
+        pointers = _native_pointers(self, callbacks)  # alive until Julia returns
+        args = (y0, p, problem.t0, problem.t1, ts, ys_bar, _ALGS[type(options.solver)],
+                _SENSEALGS[type(options.sensitivity)], options.rtol, options.atol,
+                options.max_steps, *_jac_pattern(problem))
+        if pointers is None:
+            result = jl.vjp(cb.f, cb.vjp_u, cb.vjp_p, *args)  # not run in CI
+        else:
+            result = jl.vjp_native(*_addresses(pointers), cb.poll, *args)  # likewise
+        du0, dp, code = result
         code = cb.code(int(code))
         if code not in (0, NONFINITE, VECTOR_FIELD_ERROR):
             _julia_message(jl, "adjoint solve", options)

@@ -76,6 +76,19 @@ class _Const:
         self.name: "str | None" = None
 
 
+class _Lazy:
+    """An array not yet written to memory: `expr(idx)` is the source of its element at
+    the index expressions `idx`. Elementwise operations and index maps (slice,
+    broadcast, transpose, …) are lazy, so chains of them fuse into the loop nest of
+    whatever consumes them: fewer loops, fewer buffers, and Numba compiles a kernel
+    several times faster. `cheap` lazies (index maps only) may be re-read; others are
+    written to a buffer before a second read."""
+
+    def __init__(self, aval, expr, cheap: bool):
+        self.aval, self.expr, self.cheap = aval, expr, cheap
+        self.name: "str | None" = None
+
+
 class Translator:
     """Emits the body of one kernel. `lines` is the body; `consts` the constant
     arrays, in argument order after the kernel's own inputs."""
@@ -87,26 +100,29 @@ class Translator:
         self._count = 0
         # Names of values that may alias a kernel input (views): copied on return.
         self.views: set[str] = set()
-        # The lines each equation emitted, and the names it defined: `body()` drops
-        # the groups nothing reads (a slice that only fed a scalar read, say).
-        self._groups: list[tuple[int, int, list[str]]] = []
-        # name -> (operand, operand aval, start indices) of 1-element slices, so that
-        # a slice-then-squeeze reads the element directly.
-        self.element_of: dict[str, tuple[str, Any, list[int]]] = {}
 
     def body(self, returned: list[str]) -> list[str]:
-        """`lines` without the equations whose results are never read."""
+        """`lines` without the statements whose results are never read (a slice that
+        only fed a scalar read, say). A statement is a top-level line with its
+        indented block; it defines the names it assigns or writes into."""
         import re
 
-        keep = [True] * len(self.lines)
-        used = set(returned)
-        for start, end, names in reversed(self._groups):
-            if names and not any(n in used for n in names):
-                keep[start:end] = [False] * (end - start)
+        units: list[list[str]] = []
+        for line in self.lines:
+            if line.startswith(" ") and units:
+                units[-1].append(line)
+            else:
+                units.append([line])
+        used = {n for r in returned for n in re.findall(r"\b[vc]\d+\b", r)}
+        keep = []
+        for unit in reversed(units):
+            text = "\n".join(unit)
+            defined = set(re.findall(r"^\s*(v\d+)(?:\[[^\]]*\])?\s*=", text, re.M))
+            if defined and not defined & used:
                 continue
-            for line in self.lines[start:end]:
-                used.update(re.findall(r"\b[vc]\d+\b", line))
-        return [line for line, k in zip(self.lines, keep) if k]
+            keep.append(unit)
+            used.update(re.findall(r"\b[vc]\d+\b", text))
+        return [line for unit in reversed(keep) for line in unit]
 
     # -- naming ------------------------------------------------------------------
 
@@ -132,10 +148,30 @@ class Translator:
         pad = "    " * len(shape)
         self.lines.extend(pad + line for line in body)
 
+    def materialize(self, value) -> str:
+        """The name of an array value, writing a lazy one to a buffer first."""
+        if not isinstance(value, _Lazy):
+            return value
+        if value.name is None:
+            shape = _shape(value.aval)
+            idx = [f"i{k}" for k in range(len(shape))]
+            name = self.alloc(value.aval)
+            self.loop(shape, [f"{name}[{_index(idx)}] = {value.expr(idx)}"], idx)
+            value.name = name
+        return value.name
+
+    def value(self, atom):
+        """An operand as rules take it: a name, or a `_Lazy`."""
+        if isinstance(atom, jcore.Literal) or not isinstance(self._env.get(atom), _Lazy):
+            return self.read(atom)
+        return self._env[atom]
+
     def read(self, atom) -> str:
         if isinstance(atom, jcore.Literal):
             return _literal(atom.val, atom.aval)
         value = self._env[atom]
+        if isinstance(value, _Lazy):
+            return self.materialize(value)
         if isinstance(value, _Const):
             if value.name is None:
                 if value.value.ndim == 0:
@@ -165,6 +201,14 @@ class Translator:
         return [self.read(v) for v in jaxpr.outvars]
 
     def _eqns(self, jaxpr):
+        uses: dict[Any, int] = {}
+        for eqn in jaxpr.eqns:
+            for v in eqn.invars:
+                if not isinstance(v, jcore.Literal):
+                    uses[v] = uses.get(v, 0) + 1
+        for v in jaxpr.outvars:
+            if not isinstance(v, jcore.Literal):
+                uses[v] = uses.get(v, 0) + 2  # returned: never left lazy
         for eqn in jaxpr.eqns:
             sub = _sub_jaxpr(eqn)
             if sub is not None:
@@ -175,13 +219,17 @@ class Translator:
                 rule = RULES.get(eqn.primitive.name)
                 if rule is None:
                     raise UnsupportedPrimitive(eqn.primitive.name)
-                args = [self.read(v) for v in eqn.invars]
-                start = len(self.lines)
+                if eqn.primitive.name in LAZY_OPERANDS:
+                    args = [self.value(v) for v in eqn.invars]
+                else:
+                    args = [self.read(v) for v in eqn.invars]
                 outs = rule(self, eqn, *args)
                 outs = outs if isinstance(outs, list) else [outs]
-                self._groups.append((start, len(self.lines), [
-                    o for o in outs if isinstance(o, str) and o not in args
-                ]))
+                for var, out in zip(eqn.outvars, outs):
+                    # A computed lazy read twice would be computed twice: write it.
+                    if (isinstance(out, _Lazy) and not out.cheap
+                            and uses.get(var, 0) > 1):
+                        self.materialize(out)
             for var, out in zip(eqn.outvars, outs, strict=True):
                 if not isinstance(var, jcore.DropVar):
                     self._env[var] = out
@@ -269,9 +317,16 @@ def _index(parts) -> str:
     return ", ".join(str(p) for p in parts)
 
 
-def _at(name: str, aval, idx) -> str:
-    """Element `idx` of an operand; a scalar operand is its own element."""
-    return name if _is_scalar(aval) else f"{name}[{_index(idx)}]"
+def _at(value, aval, idx) -> str:
+    """Element `idx` of an operand (a name or a `_Lazy`); a scalar operand is its own
+    element."""
+    if isinstance(value, _Lazy):
+        if value.name is None:
+            # Index expressions compose (a slice of a reversal): parenthesise them.
+            idx = [i if i.isidentifier() or i.isdigit() else f"({i})" for i in idx]
+            return f"({value.expr(idx)})"
+        value = value.name
+    return value if _is_scalar(aval) else f"{value}[{_index(idx)}]"
 
 
 def _scalar_cast(expr: str, aval) -> str:
@@ -295,19 +350,22 @@ def elementwise(tr, eqn, args, fn, *, prelude=None):
             tr.lines.extend(lines)
         return tr.emit(_scalar_cast(fn(elems), out))
     shape = _shape(out)
-    idx = [f"i{k}" for k in range(len(shape))]
+    if prelude is not None:  # statements per element: a loop of its own
+        idx = [f"i{k}" for k in range(len(shape))]
+        body, elems = prelude(_elements(args, avals, idx, shape))
+        name = tr.alloc(out)
+        tr.loop(shape, body + [f"{name}[{_index(idx)}] = {fn(elems)}"], idx)
+        return name
+    return _Lazy(out, lambda idx: fn(_elements(args, avals, idx, shape)), cheap=False)
+
+
+def _elements(args, avals, idx, shape):
     # Operands have the output's rank (or none); a unit dimension broadcasts, as
     # jaxprs allow (`mul a:f64[4,1] b:f64[1,4]`).
-    elems = [
+    return [
         _at(a, av, [i if n == m else "0" for i, n, m in zip(idx, _shape(av), shape)])
         for a, av in zip(args, avals)
     ]
-    body = []
-    if prelude is not None:
-        body, elems = prelude(elems)
-    name = tr.alloc(out)
-    tr.loop(shape, body + [f"{name}[{_index(idx)}] = {fn(elems)}"], idx)
-    return name
 
 
 def _template_rule(template):
@@ -448,7 +506,8 @@ def _round(tr, eqn, a):
 def _identity(tr, eqn, *args):
     # Aliases of their operands: copied on return if they leave the kernel.
     for a in args:
-        tr.views.add(a)
+        if isinstance(a, str):
+            tr.views.add(a)
     return list(args) if len(args) > 1 else args[0]
 
 
@@ -468,7 +527,8 @@ def _reduce_precision(tr, eqn, a):
 def _convert(tr, eqn, a):
     src, dst = _in(eqn), _out(eqn)
     if np.dtype(src.dtype) == np.dtype(dst.dtype):
-        tr.views.add(a)
+        if isinstance(a, str):
+            tr.views.add(a)
         return a
     if _kind(dst) == "b":
         return elementwise(tr, eqn, (a,), lambda e: f"{e[0]} != 0")
@@ -507,10 +567,13 @@ def _reshape(tr, a: str, src, out) -> str:
     shape = _shape(out)
     if _is_scalar(src):
         return _fill(tr, out, a) if shape else a
+    if isinstance(a, _Lazy):
+        if not shape:  # a one-element array read as a scalar: its element
+            return tr.emit(_at(a, src, ["0"] * len(src.shape)))
+        if _shape(src) == shape:
+            return a
+        a = tr.materialize(a)
     if not shape:
-        if a in tr.element_of:  # slice-then-squeeze: read the element itself
-            base, base_aval, starts = tr.element_of[a]
-            return tr.emit(_at(base, base_aval, starts))
         return tr.emit(f"{a}[{_index(['0'] * len(src.shape))}]")
     if _shape(src) == shape:
         return a
@@ -526,15 +589,15 @@ def _reshape_rule(tr, eqn, a, *dynamic):
     return _reshape(tr, a, _in(eqn), _out(eqn))
 
 
-def _copy_loop(tr, out, src_aval, a, index_of) -> str:
-    """`out[idx] = a[index_of(idx)]` over `out`'s shape, in a fresh buffer."""
+def _copy_loop(tr, out, src_aval, a, index_of):
+    """`out[idx] = a[index_of(idx)]`: an index map, left lazy (and cheap: re-reading
+    it is index arithmetic), over a computed lazy only once that is written."""
     shape = _shape(out)
+    if isinstance(a, _Lazy) and not a.cheap:
+        a = tr.materialize(a)
     if not shape:
         return tr.emit(_at(a, src_aval, index_of([])))
-    idx = [f"i{k}" for k in range(len(shape))]
-    name = tr.alloc(out)
-    tr.loop(shape, [f"{name}[{_index(idx)}] = {_at(a, src_aval, index_of(idx))}"], idx)
-    return name
+    return _Lazy(out, lambda idx: _at(a, src_aval, index_of(idx)), cheap=True)
 
 
 @_rule("broadcast_in_dim")
@@ -584,10 +647,7 @@ def _slice(tr, eqn, a):
             for i, s, k in zip(idx, starts, strides)
         ]
 
-    name = _copy_loop(tr, _out(eqn), _in(eqn), a, index_of)
-    if math.prod(_shape(_out(eqn))) == 1:
-        tr.element_of[name] = (a, _in(eqn), starts)
-    return name
+    return _copy_loop(tr, _out(eqn), _in(eqn), a, index_of)
 
 
 @_rule("rev")
@@ -638,7 +698,7 @@ def _place(tr, out_name, parts, axis):
         idx = [f"i{k}" for k in range(len(shape))]
         target = list(idx)
         target[axis] = f"{offset} + {idx[axis]}" if offset else idx[axis]
-        tr.loop(shape, [f"{out_name}[{_index(target)}] = {name}[{_index(idx)}]"], idx)
+        tr.loop(shape, [f"{out_name}[{_index(target)}] = {_at(name, aval, idx)}"], idx)
         offset += shape[axis]
 
 
@@ -708,7 +768,7 @@ def _pad(tr, eqn, a, value):
         target.append(f"j{k}")
         if lo < 0 or hi < 0:
             guards.append(f"0 <= j{k} < {out_shape[k]}")
-    store = f"{out}[{_index(target)}] = {a}[{_index(idx)}]"
+    store = f"{out}[{_index(target)}] = {_at(a, src, idx)}"
     if guards:
         body += [f"if {' and '.join(guards)}:", "    " + store]
     else:
@@ -761,7 +821,8 @@ def _reduce(tr, eqn, a):
     src, out = _in(eqn), _out(eqn)
     axes = {int(x) for x in eqn.params["axes"]}
     if not axes:
-        tr.views.add(a)
+        if isinstance(a, str):
+            tr.views.add(a)
         return a
     name = eqn.primitive.name
     combine = _REDUCE[name][0]
@@ -771,13 +832,11 @@ def _reduce(tr, eqn, a):
     init = _identity_of(name, out)
     if _is_scalar(out):
         acc = tr.emit(init)
-        tr.loop(shape, [f"{acc} = {combine.format(acc=acc, x=f'{a}[{_index(idx)}]')}"],
-                idx)
+        tr.loop(shape, [f"{acc} = {combine.format(acc=acc, x=_at(a, src, idx))}"], idx)
         return acc
     res = _fill(tr, out, init)
     cell = f"{res}[{_index(kept)}]"
-    tr.loop(shape, [f"{cell} = {combine.format(acc=cell, x=f'{a}[{_index(idx)}]')}"],
-            idx)
+    tr.loop(shape, [f"{cell} = {combine.format(acc=cell, x=_at(a, src, idx))}"], idx)
     return res
 
 
@@ -786,6 +845,9 @@ def _dot_general(tr, eqn, lhs, rhs):
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     lc, rc, lb, rb = (tuple(int(i) for i in x) for x in (lc, rc, lb, rb))
     la, ra, out = _in(eqn), _in(eqn, 1), _out(eqn)
+    # Each operand entry is read many times: computed lazies are written first.
+    lhs, rhs = (tr.materialize(x) if isinstance(x, _Lazy) and not x.cheap else x
+                for x in (lhs, rhs))
     ls, rs = _shape(la), _shape(ra)
     lf = [i for i in range(len(ls)) if i not in lc + lb]
     rf = [i for i in range(len(rs)) if i not in rc + rb]
@@ -835,7 +897,9 @@ def _gather(tr, eqn, operand, indices):
     ):
         raise UnsupportedPrimitive("gather", "with batching dimensions")
     op_aval, ix_aval, out = _in(eqn), _in(eqn, 1), _out(eqn)
-    op_shape, ix_shape, out_shape = _shape(op_aval), _shape(ix_aval), _shape(out)
+    op_shape, out_shape = _shape(op_aval), _shape(out)
+    operand, indices = (tr.materialize(x) if isinstance(x, _Lazy) and not x.cheap
+                        else x for x in (operand, indices))
     sizes = [int(s) for s in eqn.params["slice_sizes"]]
     offset_dims = [int(d) for d in dn.offset_dims]
     collapsed = {int(d) for d in dn.collapsed_slice_dims}
@@ -934,3 +998,11 @@ def _scatter_set(tr, eqn, operand, indices, updates):
         # Which of several writes to one place wins is unspecified in XLA.
         pass
     return _scatter(tr, eqn, operand, indices, updates, "{x}")
+
+
+# Rules that take `_Lazy` operands (they read them through `_at`, or handle them);
+# every other rule gets names.
+LAZY_OPERANDS = {
+    name for name, rule in RULES.items()
+    if name not in ("dynamic_update_slice", "scatter", "scatter-add", "scatter_add")
+}

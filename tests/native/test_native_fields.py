@@ -4,7 +4,6 @@ VJPs, `f_vjp` and both Jacobians, against the XLA callbacks of the same function
 
 import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,8 +126,22 @@ def cases():
 CASES = dict(cases())
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_native_callbacks_match_xla(name):
+# Every field gets `f` and the fused VJP (what SciPy's explicit forward and adjoint
+# call) in the default run; all five callbacks for one field of each kind. The rest are
+# `slow` only for time: a cold kernel compiles in ~1.4 s, and the full matrix is 115
+# kernels (`make test-slow` runs it).
+FULL = {"lotka_volterra", "mlp", "heat_1d_dirichlet", "fisher_kpp_2d_periodic",
+        "forward_sensitivity_lotka_volterra", "flux_1d_neumann"}
+CALLBACKS = ("f", "vjp", "f_vjp", "jac", "jac_p")
+PARAMS = [
+    pytest.param(name, what, marks=() if name in FULL or what in ("f", "vjp")
+                 else pytest.mark.slow)
+    for name in CASES for what in CALLBACKS
+]
+
+
+@pytest.mark.parametrize("name, what", PARAMS)
+def test_native_callbacks_match_xla(name, what):
     field, n, m, y, p = CASES[name]
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     y = np.asarray(y, np.float64) + 0.1 * rng.normal(size=n)
@@ -138,13 +151,11 @@ def test_native_callbacks_match_xla(name):
     native = host_callbacks(field, n, m, None, True)
     xla = host_callbacks(field, n, m, None, False)
     assert native.native and not xla.native
+    args = (t, y, p, lam) if what in ("vjp", "f_vjp") else (t, y, p)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback to XLA would warn: fail instead
-        for what, args in [("f", (t, y, p)), ("vjp", (t, y, p, lam)),
-                           ("f_vjp", (t, y, p, lam)), ("jac", (t, y, p)),
-                           ("jac_p", (t, y, p))]:
-            got = getattr(native, what)(*args)
-            want = getattr(xla, what)(*args)
-            assert getattr(native, what).kernel is not None, f"{what} fell back"
-            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * (
-                1 + np.abs(want).max()), err_msg=f"{name}: {what}")
+        got = getattr(native, what)(*args)
+    want = getattr(xla, what)(*args)
+    assert getattr(native, what).kernel is not None, f"{what} fell back"
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * (
+        1 + np.abs(want).max()), err_msg=f"{name}: {what}")

@@ -42,6 +42,15 @@ class HostCallbacks:
         self._pointers: Any = None
         self._lock = threading.Lock()
 
+    def _replace(self, **changes) -> "HostCallbacks":
+        """A copy with some callbacks replaced (as `NamedTuple._replace`; tests wrap
+        callbacks this way)."""
+        fields = dict(n=self.n, m=self.m, f=self.f, vjp=self.vjp, f_vjp=self.f_vjp,
+                      jac=self.jac, jac_p=self.jac_p, sparse=self.sparse,
+                      native=self.native, functions=self._functions)
+        fields.update(changes)
+        return HostCallbacks(**fields)
+
     def check_native(self) -> None:
         """For `native_rhs=True`: raises a `ValueError` at trace time if any callback
         would not compile, naming the primitive."""

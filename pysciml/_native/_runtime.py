@@ -1,6 +1,6 @@
-"""Helpers that generated kernels call, for what NumPy-in-Numba does not do directly:
-partial reductions, integer division with C semantics, batched matrix products, and
-the special functions that Numba supports on scalars only.
+"""Helpers that generated kernels call, for what Numba does not do directly: the
+finiteness test of a result, integer division with C semantics, rounding halves away
+from zero, and the special functions that Numba supports in `math` only.
 
 Every helper is `numba.njit(cache=True, error_model="numpy")`: compiled once per machine and type."""
 
@@ -21,111 +21,6 @@ def all_finite(x):
         if not np.isfinite(v):
             return False
     return True
-
-
-# Partial reductions. Generated code moves the reduced axes last and reshapes to
-# `(kept, reduced)`; Numba's `np.sum(x, axis=...)` takes one axis, and `np.max` none.
-
-
-@_jit
-def rows_sum(a):
-    out = np.zeros(a.shape[0], a.dtype)
-    for i in range(a.shape[0]):
-        s = out[i]
-        for j in range(a.shape[1]):
-            s += a[i, j]
-        out[i] = s
-    return out
-
-
-@_jit
-def rows_prod(a):
-    out = np.ones(a.shape[0], a.dtype)
-    for i in range(a.shape[0]):
-        s = out[i]
-        for j in range(a.shape[1]):
-            s *= a[i, j]
-        out[i] = s
-    return out
-
-
-@_jit
-def rows_max(a):
-    # XLA's max propagates NaN, as np.maximum does.
-    out = np.empty(a.shape[0], a.dtype)
-    for i in range(a.shape[0]):
-        s = a[i, 0]
-        for j in range(1, a.shape[1]):
-            s = np.maximum(s, a[i, j])
-        out[i] = s
-    return out
-
-
-@_jit
-def rows_min(a):
-    out = np.empty(a.shape[0], a.dtype)
-    for i in range(a.shape[0]):
-        s = a[i, 0]
-        for j in range(1, a.shape[1]):
-            s = np.minimum(s, a[i, j])
-        out[i] = s
-    return out
-
-
-@_jit
-def rows_all(a):
-    out = np.empty(a.shape[0], np.bool_)
-    for i in range(a.shape[0]):
-        s = True
-        for j in range(a.shape[1]):
-            s = s and bool(a[i, j])
-        out[i] = s
-    return out
-
-
-@_jit
-def rows_any(a):
-    out = np.empty(a.shape[0], np.bool_)
-    for i in range(a.shape[0]):
-        s = False
-        for j in range(a.shape[1]):
-            s = s or bool(a[i, j])
-        out[i] = s
-    return out
-
-
-@_jit
-def matmul(a, b):
-    """`a @ b` for 2D arrays of any dtype: BLAS for floats, loops otherwise (Numba's
-    `np.dot` takes floats only)."""
-    return np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b))
-
-
-@_jit
-def matmul_loops(a, b):
-    out = np.zeros((a.shape[0], b.shape[1]), a.dtype)
-    for i in range(a.shape[0]):
-        for k in range(a.shape[1]):
-            aik = a[i, k]
-            for j in range(b.shape[1]):
-                out[i, j] += aik * b[k, j]
-    return out
-
-
-@_jit
-def batched_matmul(a, b):
-    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
-    for i in range(a.shape[0]):
-        out[i] = np.dot(np.ascontiguousarray(a[i]), np.ascontiguousarray(b[i]))
-    return out
-
-
-@_jit
-def batched_matmul_loops(a, b):
-    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
-    for i in range(a.shape[0]):
-        out[i] = matmul_loops(a[i], b[i])
-    return out
 
 
 # Integer division and remainder as XLA defines them (C: truncation toward zero, the

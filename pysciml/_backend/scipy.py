@@ -238,7 +238,8 @@ class ScipyBackend(AbstractHostBackend):
             if self.sparse_jacobian == "exact":
                 return (lambda t, y: callbacks.sparse.jac(t, y, p)), None
             return None, sparsity
-        return (lambda t, y: callbacks.jac(t, y, p)), None
+        jac = callbacks.resolved("jac")
+        return (lambda t, y: jac(t, y, p)), None
 
     def host_prepare(self, problem, options):
         pass  # SciPy is imported with this module: nothing to start.
@@ -248,9 +249,10 @@ class ScipyBackend(AbstractHostBackend):
         pass's dense output was not kept."""
         method = _METHODS[type(options.solver)]
         jac, sparsity = self._jacobians(callbacks, problem, method, p)
+        f = callbacks.resolved("f")
         return _forward(
             method,
-            lambda t, y: callbacks.f(t, y, p),
+            lambda t, y: f(t, y, p),
             problem.t0,
             y0,
             ts,
@@ -290,9 +292,10 @@ class ScipyBackend(AbstractHostBackend):
             if interpolating:
                 y_at = (lambda t: y0) if interpolant is None else interpolant
                 z = np.concatenate([ys_bar[-1], np.zeros(m)])
+                vjp = callbacks.resolved("vjp")
 
                 def rhs(t, z):
-                    return -callbacks.vjp(t, y_at(t), p, z[:n])
+                    return -vjp(t, y_at(t), p, z[:n])
 
                 def jump(k, z):
                     if k < len(ts) - 1:
@@ -311,9 +314,10 @@ class ScipyBackend(AbstractHostBackend):
             # Backsolve: z = [y, λ, μ]; y restarts from the forward value at each save
             # time, which keeps the backward state on the forward trajectory.
             z = np.concatenate([ys[-1], ys_bar[-1], np.zeros(m)])
+            f_vjp = callbacks.resolved("f_vjp")
 
             def rhs(t, z):
-                out = callbacks.f_vjp(t, z[:n], p, z[n : 2 * n])
+                out = f_vjp(t, z[:n], p, z[n : 2 * n])
                 out[n:] *= -1
                 return out
 

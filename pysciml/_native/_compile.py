@@ -67,6 +67,7 @@ class NativeKernel:
 
     kernel: Any
     checked: Any
+    checked_dispatcher: Any
     consts: tuple
     source: str
     in_avals: tuple
@@ -192,6 +193,7 @@ def compile_jaxpr(closed_jaxpr) -> NativeKernel:
     return NativeKernel(
         kernel=module.kernel,
         checked=(None if checked is None else ft.partial(_call_checked, checked, consts)),
+        checked_dispatcher=checked,
         consts=consts,
         source=source,
         in_avals=in_avals,

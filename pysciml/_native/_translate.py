@@ -260,7 +260,9 @@ class Translator:
             return None
         if any(math.prod(_shape(v.aval)) > _FOLD_MAX_SIZE for v in eqn.outvars):
             return None
-        with jax.enable_x64(True):
+        # Concrete even when translation happens while an outer function is traced
+        # (`native_rhs=True` checks at trace time).
+        with jax.enable_x64(True), jax.ensure_compile_time_eval():
             outs = eqn.primitive.bind(*known, **eqn.params)
         outs = outs if eqn.primitive.multiple_results else [outs]
         return [_Const(np.asarray(o)) for o in outs]

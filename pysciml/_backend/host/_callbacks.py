@@ -42,6 +42,12 @@ class HostCallbacks:
         self._pointers: Any = None
         self._lock = threading.Lock()
 
+    def resolved(self, name: str):
+        """Callback `name` as the callable it resolves to (a native kernel compiled
+        now, or the XLA call): for a host solver's inner loop."""
+        fn = getattr(self, name)
+        return fn.resolve() if isinstance(fn, _native.NativeCallback) else fn
+
     def _replace(self, **changes) -> "HostCallbacks":
         """A copy with some callbacks replaced (as `NamedTuple._replace`; tests wrap
         callbacks this way)."""

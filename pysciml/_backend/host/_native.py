@@ -118,6 +118,11 @@ class NativeCallback:
             impl = self._build()
         return impl(*args)
 
+    def resolve(self):
+        """The callable this resolves to (compiling it now if needed): a host solver's
+        inner loop calls it directly, one Python frame less per call."""
+        return self._impl or self._build()
+
     def _build(self):
         from ..._native import UnsupportedPrimitive, compile_function
 
@@ -133,20 +138,34 @@ class NativeCallback:
             )
             self._impl = self._fallback
             return self._impl
+        except Exception as e:  # a Numba error: never fail a solve over it
+            _warn_once(
+                f"compile:{type(e).__name__}:{e}",
+                f"pysciml: compiling {self.what} natively failed ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); it runs as an XLA "
+                "callback instead. Please report this with the vector field.",
+            )
+            self._impl = self._fallback
+            return self._impl
         self.kernel = kernel
-        self._impl = _checked_native(kernel.checked, self.what)
+        self._impl = _checked_native(kernel, self.what)
         return self._impl
 
 
-def _checked_native(checked, name):
+def _checked_native(kernel, name):
     """The native twin of `_codes._checked`: the kernel already returns a fresh array
-    and whether it is finite, so no copy and no NumPy test here."""
+    and whether it is finite, so no copy and no NumPy test here. Called thousands of
+    times per solve: the Numba dispatcher is called directly (without constants, as
+    most fields have none, with no argument repacking)."""
+    checked = kernel.checked_dispatcher
+    consts = kernel.consts
+    cancelled = HostThread
 
     def call(*args):
-        if HostThread.cancel:
+        if cancelled.cancel:
             raise HostInterrupted(MSG_INTERRUPTED)
         try:
-            out, finite = checked(*args)
+            out, finite = checked(*args, *consts) if consts else checked(*args)
         except Exception as e:
             raise VectorFieldError(f"{name} raised {type(e).__name__}: {e}") from e
         if not finite:

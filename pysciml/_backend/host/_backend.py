@@ -12,7 +12,7 @@ import numpy as np
 
 from ..._solution import RESULTS
 from ..base import AbstractBackend, FlatProblem, SolveOptions
-from . import _callbacks, _native, _residuals
+from . import _callbacks, _native, _residuals, _stacked
 from ._callbacks import HostCallbacks, host_callbacks
 from ._codes import NONFINITE, STATS_KEYS, SUCCESS, code_for
 from ._savetimes import SaveTimes
@@ -40,25 +40,6 @@ def _no_derivatives(name: str, fn):
         raise TypeError(MSG_NO_SECOND_DERIVATIVES.format(name=name))
 
     return wrapped
-
-
-def _batched(host_fn, unbatched_ndims):
-    """Lifts a host function on single problems to the `broadcast_all` calling
-    convention of `pure_callback`: every input carries the same leading batch dims (or
-    none). Loops over the batch on the host."""
-
-    def call(*args):
-        batch = args[0].shape[: args[0].ndim - unbatched_ndims[0]]
-        if not batch:
-            return host_fn(*args)
-        size = int(np.prod(batch))
-        flat = [a.reshape(size, *a.shape[len(batch) :]) for a in args]
-        outs = [host_fn(*[a[i] for a in flat]) for i in range(size)]
-        return jax.tree.map(
-            lambda *xs: np.stack(xs).reshape(*batch, *xs[0].shape), *outs
-        )
-
-    return call
 
 
 class AbstractHostBackend(AbstractBackend):
@@ -137,10 +118,93 @@ class AbstractHostBackend(AbstractBackend):
             )
         self._callbacks(problem, n, m).check_native()
 
+    # A `vmap`ped solve: "stack" solves a batch that shares its save times as one
+    # stacked system (`_stacked.py`; explicit solvers), "loop" item by item.
+    batch_mode: str = eqx.field(static=True, default="stack", kw_only=True)
+
+    def _solve_one(self, problem, options, n, m, dtype, residuals, y0_, p_, ts_):
+        """One host solve, on the host thread: `(ys, code, stats, token)`."""
+        k = ts_.shape[-1]
+        callbacks = self._callbacks(problem, n, m)
+        saved = None
+        y0_64 = np.array(y0_, dtype=np.float64)
+        p_64 = np.array(p_, dtype=np.float64)
+        times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
+        try:
+            if not _callbacks._all_finite(y0_64, p_64):
+                # A proposal outside the model's domain, inside inference: a code, at
+                # once, and no solver call (SciPy would raise on it).
+                ys, code, stats = None, NONFINITE, {}
+            elif times.unique.size:
+                ys, code, stats, saved = self.host_forward(
+                    callbacks, problem, y0_64, p_64, times.unique, options,
+                    keep=residuals,
+                )
+            else:  # every save time is t0: nothing to solve
+                ys, code, stats = None, SUCCESS, {}
+        except Exception as e:  # never let an exception cross the callback
+            ys, code, stats = None, code_for(e), {}
+        if code == SUCCESS:
+            ys = times.gather(ys, y0_64)
+        if code != SUCCESS or ys is None:
+            ys, saved = np.full((k, n), np.nan), None
+        token = _residuals.RESIDUALS.put((problem, saved)) if residuals else 0
+        return (
+            np.asarray(ys, dtype=dtype),
+            np.int32(code),
+            np.array([stats.get(key, -1) for key in STATS_KEYS], np.int32),
+            np.int32(token),
+        )
+
+    def _vjp_one(self, problem, options, n, m, dtypes, y0_, p_, ts_, ys_bar_, token_):
+        """One host VJP, on the host thread: `(y0_bar, p_bar, code)`."""
+        callbacks = self._callbacks(problem, n, m)
+        times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
+        bar, y0_bar_at_t0 = times.scatter(np.array(ys_bar_, dtype=np.float64))
+        # What the forward pass kept, if it was kept for this very problem (a batch
+        # solved stacked keeps the stacked solve's).
+        entry = _residuals.RESIDUALS.get(int(token_))
+        saved = entry[1] if entry is not None and entry[0] == problem else None
+        try:
+            if times.unique.size:
+                y0_bar, p_bar, code = self.host_vjp(
+                    callbacks, problem, np.array(y0_, dtype=np.float64),
+                    np.array(p_, dtype=np.float64), times.unique, bar, options,
+                    saved=saved,
+                )
+            else:
+                y0_bar, p_bar, code = np.zeros(n), np.zeros(m), SUCCESS
+            if code == SUCCESS:
+                y0_bar = y0_bar + y0_bar_at_t0
+        except Exception as e:
+            y0_bar, p_bar, code = None, None, code_for(e)
+        if code != SUCCESS:
+            y0_bar, p_bar = np.full(n, np.nan), np.full(m, np.nan)
+        return (
+            np.asarray(y0_bar, dtype=dtypes[0]),
+            np.asarray(p_bar, dtype=dtypes[1]),
+            np.int32(code),
+        )
+
+    def _stack_of(self, problem, options, batch, n, m, shared, ts):
+        """The stacked problem for this batch, or None to loop."""
+        if (
+            self.batch_mode != "stack"
+            or batch < 2
+            or not _stacked.can_stack(problem, options)
+            or not (ts == ts[0]).all()
+        ):
+            return None
+        return _stacked.stacked(problem, options, batch, n, m, shared)
+
     def forward(self, problem, y0, p, ts, options, *, residuals):
         self.host_prepare(problem, options)
         n, m, k = y0.shape[-1], p.shape[-1], ts.shape[-1]
         self._check_native(problem, n, m)
+        if self.batch_mode not in ("stack", "loop"):
+            raise ValueError(
+                f'`batch_mode` must be "stack" or "loop"; got {self.batch_mode!r}.'
+            )
         dtype = y0.dtype
         if problem.jac_sparsity is not None:
             shape = np.shape(problem.jac_sparsity.value)
@@ -152,45 +216,29 @@ class AbstractHostBackend(AbstractBackend):
                     "fields in the state.)"
                 )
 
-        def single(y0_, p_, ts_):
-            def work():
-                callbacks = self._callbacks(problem, n, m)
-                saved = None
-                y0_64 = np.array(y0_, dtype=np.float64)
-                p_64 = np.array(p_, dtype=np.float64)
-                times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
-                try:
-                    if not _callbacks._all_finite(y0_64, p_64):
-                        # A proposal outside the model's domain, inside inference: a
-                        # code, at once, and no solver call (SciPy would raise on it).
-                        ys, code, stats = None, NONFINITE, {}
-                    elif times.unique.size:
-                        ys, code, stats, saved = self.host_forward(
-                            callbacks,
-                            problem,
-                            y0_64,
-                            p_64,
-                            times.unique,
-                            options,
-                            keep=residuals,
-                        )
-                    else:  # every save time is t0: nothing to solve
-                        ys, code, stats = None, SUCCESS, {}
-                except Exception as e:  # never let an exception cross the callback
-                    ys, code, stats = None, code_for(e), {}
-                if code == SUCCESS:
-                    ys = times.gather(ys, y0_64)
-                if code != SUCCESS or ys is None:
-                    ys, saved = np.full((k, n), np.nan), None
-                token = _residuals.RESIDUALS.put(saved) if residuals else 0
-                return (
-                    np.asarray(ys, dtype=dtype),
-                    np.int32(code),
-                    np.array([stats.get(key, -1) for key in STATS_KEYS], np.int32),
-                    np.int32(token),
-                )
+        def one(prob, opts, nn, y0_, p_, ts_):
+            return HostThread.run(
+                self._solve_one, prob, opts, nn, p_.shape[-1], dtype, residuals, y0_,
+                p_, ts_,
+            )
 
-            return HostThread.run(work)
+        def host(y0_, p_, ts_):
+            b = _Batch(y0_, p_, ts_)
+            if not b.shape:
+                return one(problem, options, n, y0_, p_, ts_)
+            stack = self._stack_of(problem, options, b.size, n, m, b.shared, b.ts)
+            if stack is not None:
+                ys, code, stats, token = one(
+                    stack[0], stack[1], b.size * n, b.y0.reshape(-1), b.p_stacked(),
+                    b.ts[0],
+                )
+                if code == SUCCESS:  # else: item by item, for each item's own code
+                    ys = ys.reshape(k, b.size, n).transpose(1, 0, 2)
+                    return b.out(ys, np.full(b.size, code),
+                                 np.tile(stats, (b.size, 1)), np.full(b.size, token))
+            outs = [one(problem, options, n, b.y0[i], b.p_item(i), b.ts[i])
+                    for i in range(b.size)]
+            return b.out(*(np.stack(x) for x in zip(*outs)))
 
         batch = y0.shape[:-1]
         shapes = (
@@ -202,12 +250,7 @@ class AbstractHostBackend(AbstractBackend):
         callback = _no_derivatives(
             self.name,
             lambda y0_, p_, ts_: jax.pure_callback(
-                _batched(single, (1, 1, 1)),
-                shapes,
-                y0_,
-                p_,
-                ts_,
-                vmap_method="broadcast_all",
+                host, shapes, y0_, p_, ts_, vmap_method="expand_dims"
             ),
         )
         ys, code, stats, token = callback(y0, p, ts.astype(dtype))
@@ -218,39 +261,41 @@ class AbstractHostBackend(AbstractBackend):
 
     def vjp(self, problem, y0, p, ts, residuals, ys_bar, options):
         n, m = y0.shape[-1], p.shape[-1]
+        dtypes = (y0.dtype, p.dtype)
 
-        def single(y0_, p_, ts_, ys_bar_, token_):
-            def work():
-                callbacks = self._callbacks(problem, n, m)
-                times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
-                bar, y0_bar_at_t0 = times.scatter(np.array(ys_bar_, dtype=np.float64))
-                try:
-                    if times.unique.size:
-                        y0_bar, p_bar, code = self.host_vjp(
-                            callbacks,
-                            problem,
-                            np.array(y0_, dtype=np.float64),
-                            np.array(p_, dtype=np.float64),
-                            times.unique,
-                            bar,
-                            options,
-                            saved=_residuals.RESIDUALS.get(int(token_)),
-                        )
-                    else:
-                        y0_bar, p_bar, code = np.zeros(n), np.zeros(m), SUCCESS
-                    if code == SUCCESS:
-                        y0_bar = y0_bar + y0_bar_at_t0
-                except Exception as e:
-                    y0_bar, p_bar, code = None, None, code_for(e)
-                if code != SUCCESS:
-                    y0_bar, p_bar = np.full(n, np.nan), np.full(m, np.nan)
-                return (
-                    np.asarray(y0_bar, dtype=y0.dtype),
-                    np.asarray(p_bar, dtype=p.dtype),
-                    np.int32(code),
+        def one(prob, opts, nn, y0_, p_, ts_, ys_bar_, token_):
+            return HostThread.run(
+                self._vjp_one, prob, opts, nn, p_.shape[-1], dtypes, y0_, p_, ts_,
+                ys_bar_, token_,
+            )
+
+        def host(y0_, p_, ts_, ys_bar_, token_):
+            b = _Batch(y0_, p_, ts_)
+            if not b.shape:
+                return one(problem, options, n, y0_, p_, ts_, ys_bar_, token_)
+            k = ts_.shape[-1]
+            bars = np.broadcast_to(ys_bar_, b.shape + (k, n)).reshape(b.size, k, n)
+            tokens = np.broadcast_to(token_, b.shape).reshape(b.size)
+            stack = self._stack_of(problem, options, b.size, n, m, b.shared, b.ts)
+            if stack is not None:
+                y0_bar, p_bar, code = one(
+                    stack[0], stack[1], b.size * n, b.y0.reshape(-1), b.p_stacked(),
+                    b.ts[0], bars.transpose(1, 0, 2).reshape(k, b.size * n),
+                    tokens[0],
                 )
-
-            return HostThread.run(work)
+                if code == SUCCESS:
+                    if b.shared:
+                        # The whole cotangent in the first row: JAX sums the rows of
+                        # an unbatched input's cotangent.
+                        p_rows = np.zeros((b.size, m), p_bar.dtype)
+                        p_rows[0] = p_bar
+                    else:
+                        p_rows = p_bar.reshape(b.size, m)
+                    return b.out(y0_bar.reshape(b.size, n), p_rows,
+                                 np.full(b.size, code))
+            outs = [one(problem, options, n, b.y0[i], b.p_item(i), b.ts[i], bars[i],
+                        tokens[i]) for i in range(b.size)]
+            return b.out(*(np.stack(x) for x in zip(*outs)))
 
         shapes = (
             jax.ShapeDtypeStruct(y0.shape, y0.dtype),
@@ -260,10 +305,7 @@ class AbstractHostBackend(AbstractBackend):
         callback = _no_derivatives(
             self.name,
             lambda *args: jax.pure_callback(
-                _batched(single, (1, 1, 1, 2, 0)),
-                shapes,
-                *args,
-                vmap_method="broadcast_all",
+                host, shapes, *args, vmap_method="expand_dims"
             ),
         )
         token = jnp.zeros((), jnp.int32) if residuals is None else residuals
@@ -272,3 +314,30 @@ class AbstractHostBackend(AbstractBackend):
             result = eqx._enum.EnumerationItem(code, RESULTS)
             y0_bar, p_bar = result.error_if((y0_bar, p_bar), code != SUCCESS)
         return y0_bar, p_bar
+
+
+class _Batch:
+    """The batch of one `vmap`ped host call (`vmap_method="expand_dims"`: every
+    argument has the same leading batch dimensions, of full size or 1 where that
+    argument is not batched)."""
+
+    def __init__(self, y0, p, ts):
+        lead = y0.ndim - 1
+        self.shape = np.broadcast_shapes(y0.shape[:lead], p.shape[:lead], ts.shape[:lead])
+        self.size = int(np.prod(self.shape)) if self.shape else 1
+        n, m, k = y0.shape[-1], p.shape[-1], ts.shape[-1]
+        self.y0 = np.broadcast_to(y0, self.shape + (n,)).reshape(self.size, n)
+        self.ts = np.broadcast_to(ts, self.shape + (k,)).reshape(self.size, k)
+        # Parameters not batched (size 1 in every batch dimension) are shared.
+        self.shared = int(np.prod(p.shape[:lead])) == 1
+        self._p = p.reshape(-1, m)
+        self.m = m
+
+    def p_item(self, i):
+        return self._p[0] if self.shared else self._p[i]
+
+    def p_stacked(self):
+        return self._p[0] if self.shared else self._p.reshape(-1)
+
+    def out(self, *arrays):
+        return tuple(np.asarray(a).reshape(self.shape + np.shape(a)[1:]) for a in arrays)

@@ -1,0 +1,73 @@
+"""A `vmap`ped host solve as one stacked system.
+
+Looping over a batch item by item costs each item its own solver loop: for small
+systems (a neural ODE's 2 states, a hierarchical model's populations) the host
+solver's per-step Python overhead, not the vector field, is the bill. A batch of `B`
+problems that share their save times is instead solved as *one* system of `B·n`
+states whose vector field is the `vmap` of the field (one native call per stage for
+the whole batch), with tolerances `rtol/√B` and `atol/√B`.
+
+Why `√B`: host solvers control the RMS norm of the scaled error estimate over all
+components. Over the stacked state that norm is `sqrt(Σ_items e_i² / (B n))`, so
+`norm ≤ 1` at `tol/√B` gives each item `sqrt(Σ e_i² / n) ≤ 1` at its own `tol`: every
+item's error estimate meets the tolerance it would have had alone. The steps are those
+of the hardest item, so items are usually more accurate than alone (measured:
+`benchmarks/RESULTS.md`, A8).
+
+Parameters that are not batched (a neural ODE's weights, shared by the batch) stay one
+vector of `m`: the adjoint's parameter state is then `m` long, not `B·m`. Their
+cotangent is returned whole in the first item's row and zeros elsewhere; JAX sums the
+cotangent of an unbatched input over the batch, which restores the total.
+
+Used for explicit solvers only (an implicit solver would factorise a dense `B·n`
+Jacobian), when every item has the same save times; a failed stacked solve is redone
+item by item, so that each item gets its own result code.
+"""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+
+from ..._solver import LSODA, AbstractImplicitSolver
+from ..base import FlatProblem, SolveOptions
+
+
+class StackedField(eqx.Module):
+    """`B` copies of a flat vector field as one: `z = [y_1, ..., y_B]`, and `p` either
+    stacked the same way (`shared=False`) or shared by all items."""
+
+    inner: eqx.Module
+    batch: int = eqx.field(static=True)
+    n: int = eqx.field(static=True)
+    m: int = eqx.field(static=True)
+    shared: bool = eqx.field(static=True)
+
+    def __call__(self, t, z, p):
+        ys = z.reshape(self.batch, self.n)
+        if self.shared:
+            out = jax.vmap(lambda y: self.inner(t, y, p))(ys)
+        else:
+            out = jax.vmap(lambda y, q: self.inner(t, y, q))(
+                ys, p.reshape(self.batch, self.m)
+            )
+        return out.reshape(-1)
+
+
+def can_stack(problem: FlatProblem, options: SolveOptions) -> bool:
+    return problem.jac_sparsity is None and not isinstance(
+        options.solver, (AbstractImplicitSolver, LSODA)
+    )
+
+
+def stacked(problem: FlatProblem, options: SolveOptions, batch: int, n: int, m: int,
+            shared: bool) -> tuple[FlatProblem, SolveOptions]:
+    """The stacked problem of `batch` items, and its options (tolerances over √B)."""
+    scale = batch**-0.5
+    field = StackedField(problem.vector_field, batch, n, m, shared)
+    return (
+        FlatProblem(vector_field=field, t0=problem.t0, t1=problem.t1),
+        dataclasses.replace(
+            options, rtol=options.rtol * scale, atol=options.atol * scale
+        ),
+    )

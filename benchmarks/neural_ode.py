@@ -53,6 +53,15 @@ def main() -> None:
                         solver=ps.Dopri5(), rtol=s.rtol, atol=s.atol).ys
 
     scipy_step = s.make_step(scipy_one)
+
+    # The same, item by item (the pre-stacking path), for the batched alternative.
+    loop_backend = ps.ScipyBackend(batch_mode="loop")
+
+    def loop_one(model, y0):
+        return ps.solve(s.problem, y0, model, saveat=s.ts, backend=loop_backend,
+                        solver=ps.Dopri5(), rtol=s.rtol, atol=s.atol).ys
+
+    loop_step = s.make_step(loop_one)
     inputs = (s.mlp, s.opt_state, s.y0s, s.targets)
     ra, rb = raw_step(*inputs), ps_step(*inputs)
     check_same_step(ra, rb)
@@ -69,14 +78,16 @@ def main() -> None:
         {"raw diffrax": block(raw_step), "pysciml diffrax": block(ps_step)},
         rounds=rounds))
     t2 = run.add("scipy backend", compare(
-        {"raw diffrax": block(raw_step), "pysciml scipy": block(scipy_step)},
+        {"raw diffrax": block(raw_step), "pysciml scipy": block(scipy_step),
+         "pysciml scipy loop": block(loop_step)},
         rounds=scipy_rounds, warmup=1, target_s=0.0))
     print(f"\nNeural ODE train step (f32, MLP 2-64-64-2, batch 32, 100 saves, 1e-4; "
           f"{s.steps} steps for y0s[0]); paired ratios over interleaved rounds, median "
           "[IQR].\n")
     print("| backend | raw diffrax (ms) | pysciml (ms) | paired ratio [IQR] | rounds |")
     print("|---|---:|---:|---:|---:|")
-    for tt, name, digits in ((t, "pysciml diffrax", 3), (t2, "pysciml scipy", 1)):
+    for tt, name, digits in ((t, "pysciml diffrax", 3), (t2, "pysciml scipy", 1),
+                             (t2, "pysciml scipy loop", 1)):
         r = tt.paired(name, "raw diffrax")
         print(f"| {name} | {ms(tt.median('raw diffrax'))} | {ms(tt.median(name))} | "
               f"{ratio_cell(r, digits)} | {r.n} |")
@@ -85,10 +96,19 @@ def main() -> None:
                t.ratios("pysciml diffrax", "raw diffrax"),
                anchor="raw diffrax + equinox + optax (identical work)",
                what="pysciml / raw", goal="<= 1.05")
-    run.figure("neural ODE train step, pysciml scipy (RK45, InterpolatingAdjoint) vs "
-               "raw diffrax Tsit5", t2.ratios("pysciml scipy", "raw diffrax"),
+    run.figure("neural ODE train step, pysciml scipy (RK45, InterpolatingAdjoint, "
+               "stacked batch, native rhs) vs raw diffrax Tsit5",
+               t2.ratios("pysciml scipy", "raw diffrax"),
+               anchor="raw diffrax + equinox + optax (Tsit5)",
+               what="pysciml / raw", goal="<= 20", digits=1)
+    run.figure("neural ODE train step, pysciml scipy item by item (batch_mode='loop') "
+               "vs raw diffrax Tsit5", t2.ratios("pysciml scipy loop", "raw diffrax"),
                anchor="raw diffrax + equinox + optax (Tsit5)",
                what="pysciml / raw", digits=1)
+    run.figure("neural ODE train step, SciPy stacked batch vs item by item",
+               t2.ratios("pysciml scipy", "pysciml scipy loop"),
+               anchor="pysciml scipy, batch_mode='loop'", what="stacked / loop")
+    accuracy(s, ps, {"stacked": scipy_one, "loop": loop_one})
     if jax.default_backend() == "gpu":
         print("\n(GPU present: run with a batch of 1024 by editing `batch` in "
               "overhead.nn_setup.)")
@@ -96,6 +116,47 @@ def main() -> None:
         print(f"\nGPU figure skipped: JAX runs on {jax.default_backend()!r} here.")
     run.footer()
     del eqx, jnp
+
+
+def accuracy(s, ps, ones):
+    """Per-item error of the states and the loss gradient against a float64 Diffrax
+    reference at rtol = atol = 1e-10 (not timed): the stacked batch must keep each
+    item's accuracy."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    def loss_of(one):
+        def loss(model, y0s, targets):
+            ys = jax.vmap(one, in_axes=(None, 0))(model, y0s)
+            return jnp.mean((ys - targets) ** 2), ys
+        return eqx.filter_jit(eqx.filter_value_and_grad(loss, has_aux=True))
+
+    results = {k: loss_of(one)(s.mlp, s.y0s, s.targets) for k, one in ones.items()}
+    with jax.enable_x64(True):
+        f64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
+        model = jax.tree.map(lambda x: f64(x) if eqx.is_inexact_array(x) else x, s.mlp)
+        ts64 = f64(s.ts)
+
+        def ref_one(m, y0):
+            return ps.solve(s.problem, y0, m, saveat=ts64, backend="diffrax",
+                            rtol=1e-10, atol=1e-10, max_steps=100_000).ys
+
+        (_, ys_ref), g_ref = loss_of(ref_one)(model, f64(s.y0s), f64(s.targets))
+        g_ref = jax.tree.leaves(eqx.filter(g_ref, eqx.is_inexact_array))
+        print("\n| batch | largest item error (states) | median item error | "
+              "gradient error (max rel.) |")
+        print("|---|---:|---:|---:|")
+        for k, ((_, ys), g) in results.items():
+            err = np.abs(np.asarray(ys, np.float64) - np.asarray(ys_ref))
+            per_item = err.reshape(err.shape[0], -1).max(axis=1)
+            leaves = jax.tree.leaves(eqx.filter(g, eqx.is_inexact_array))
+            g_err = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b)).max()
+                              / np.abs(np.asarray(b)).max())
+                        for a, b in zip(leaves, g_ref))
+            print(f"| {k} | {per_item.max():.2e} | {np.median(per_item):.2e} | "
+                  f"{g_err:.2e} |")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ One concept per module (each imports only the ones listed before it):
 - `_savetimes.py`: `SaveTimes`, the save times of one solve as a host solver sees them;
 - `_residuals.py`: `ResidualStore` and the store `RESIDUALS`, what a forward pass keeps
     for the backward pass;
+- `_native.py`: native callbacks (`pysciml._native`'s Numba kernels in place of
+    jitted XLA calls), compiled on first use, with the fallback to XLA;
+- `_stacked.py`: a `vmap`ped batch solved as one stacked system;
 - `_backend.py`: `AbstractHostBackend`, the `pure_callback`s of the two protocol
     primitives, with `vmap` support, and the error under second derivatives.
 

@@ -373,7 +373,11 @@ def bench_callback(rounds: int):
     t = 0.5
     lam = np.array([0.3, -0.2])
     with jax.enable_x64(True):  # as on the host thread
-        cb = host_callbacks(field, 2, 4)
+        cb = host_callbacks(field, 2, 4)  # the XLA callbacks
+        native = host_callbacks(field, 2, 4, None, True)  # what solves use by default
+        f_native = native.resolved("f")
+        vjp_native = native.resolved("vjp")
+        np.testing.assert_allclose(f_native(t, y, P), rhs(t, y), rtol=1e-14)
         raw_jit = jax.jit(lambda t, y, p: field(t, y, p))
         p_dev = jax.device_put(P)
         out_np = cb.f(t, y, P)
@@ -384,6 +388,8 @@ def bench_callback(rounds: int):
             {
                 "numpy rhs": lambda: rhs(t, y),
                 "callbacks.f": lambda: cb.f(t, y, P),
+                "native f (the default)": lambda: f_native(t, y, P),
+                "native vjp (the default)": lambda: vjp_native(t, y, P, lam),
                 "jax.jit(field) only": lambda: raw_jit(t, y, P),
                 "jax.jit(field) only, p already on device": lambda: raw_jit(
                     t, y, p_dev

@@ -66,8 +66,10 @@ def main() -> None:
     ra, rb = raw_step(*inputs), ps_step(*inputs)
     check_same_step(ra, rb)
     rc = scipy_step(*inputs)
-    # Different method (RK45 vs Tsit5) at rtol 1e-4: same loss to ~1e-3.
-    assert abs(float(rc[2]) / float(ra[2]) - 1) < 1e-2, (float(rc[2]), float(ra[2]))
+    # Different method (RK45 vs Tsit5) and steps at rtol 1e-4: the same loss to a few
+    # percent. (The float64 reference loss is 7.716e-4; raw Diffrax gives 7.92e-4, 2.7%
+    # off, and the stacked SciPy batch 7.73e-4: `accuracy` below compares each item.)
+    assert abs(float(rc[2]) / float(ra[2]) - 1) < 5e-2, (float(rc[2]), float(ra[2]))
 
     def block(step):
         return lambda: jax.block_until_ready(step(*inputs))

@@ -138,15 +138,18 @@ def test_grad_against_finite_differences(backend):
 def test_vmap_of_every_transform(backend):
     loss = _lv_loss(backend, FS)
     xs = LV_X * jnp.array([[1.0], [1.05]])
+    # Host backends solve a vmapped batch as one stacked system (other steps, at
+    # rtol/sqrt(B)): agreement to the solve tolerance (TIGHT: 1e-10), not to rounding.
+    rtol = 1e-10 if backend == "diffrax" else 1e-8
     for transform in (jax.grad(loss), jax.jacfwd(loss), jax.hessian(loss)):
         batched = jax.vmap(transform)(xs)
         for i in range(2):
-            np.testing.assert_allclose(batched[i], transform(xs[i]), rtol=1e-10,
+            np.testing.assert_allclose(batched[i], transform(xs[i]), rtol=rtol,
                                        atol=1e-12)
     v = jnp.ones(6)
     batched = jax.vmap(lambda x: jax.jvp(loss, (x,), (v,))[1])(xs)
     np.testing.assert_allclose(batched[1], jax.jvp(loss, (xs[1],), (v,))[1],
-                               rtol=1e-10)
+                               rtol=rtol)
 
 
 # --- Pytrees, modules, failures, non-smooth fields -----------------------------------

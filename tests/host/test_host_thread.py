@@ -70,7 +70,9 @@ def test_host_solver_always_runs_on_the_host_thread(monkeypatch):
         return jax.lax.fori_loop(0, 3, body, 0.0)
 
     busy(jnp.stack([p, p * 1.05, p * 0.95, p * 1.02]))
-    assert len(seen) >= 10
+    # Host solves recorded: jit, grad, then vmaps whose items share their save times,
+    # each one stacked solve (`host/_stacked.py`), not one per item.
+    assert len(seen) >= 6
     assert {t.name for t in seen} == {"pysciml-host"}
     assert all(t is HostThread.thread() for t in seen)
     assert threading.current_thread() is threading.main_thread()

@@ -330,7 +330,8 @@ class _Batch:
         self.ts = np.broadcast_to(ts, self.shape + (k,)).reshape(self.size, k)
         # Parameters not batched (size 1 in every batch dimension) are shared.
         self.shared = int(np.prod(p.shape[:lead])) == 1
-        self._p = p.reshape(-1, m)
+        self._p = (p.reshape(1, m) if self.shared else
+                   np.broadcast_to(p, self.shape + (m,)).reshape(self.size, m))
         self.m = m
 
     def p_item(self, i):

@@ -783,17 +783,7 @@ def _pad(tr, eqn, a, value):
 def _iota(tr, eqn):
     out = _out(eqn)
     d = int(eqn.params["dimension"])
-    return _copy_loop(tr, out, _in_aval_scalar(), f"{_np_dtype(out)}(i{d})",
-                      lambda idx: [])
-
-
-def _in_aval_scalar():
-    return _Aval((), np.float64)
-
-
-class _Aval:
-    def __init__(self, shape, dtype):
-        self.shape, self.dtype = shape, dtype
+    return _Lazy(out, lambda idx: f"{_np_dtype(out)}({idx[d]})", cheap=True)
 
 
 # -- reductions --------------------------------------------------------------------------
@@ -891,6 +881,27 @@ def _mode(eqn) -> str:
     return "clip" if "CLIP" in mode else ("fill" if "FILL" in mode else "promise")
 
 
+def _window_index(indices, ix_aval, batch_idx, smap, uppers, window, offsets, *,
+                  clamp: bool, check: bool):
+    """The operand index of one gather/scatter element: the start read from
+    `indices` at `batch_idx` for the dimensions `smap` (clamped into `[0, upper]`
+    and/or checked against it), plus the window offsets. Returns `(statements, the
+    in-bounds conditions, the index)`."""
+    body, valid = [], []
+    index = ["0"] * len(uppers)
+    for k, d in enumerate(smap):
+        s = f"_g{k}"
+        body.append(f"{s} = int({_at(indices, ix_aval, batch_idx + [str(k)])})")
+        if check:
+            valid.append(f"0 <= {s} <= {uppers[d]}")
+        if clamp:
+            body.append(f"{s} = min(max({s}, 0), {uppers[d]})")
+        index[d] = s
+    for d, off in zip(window, offsets):
+        index[d] = off if index[d] == "0" else f"{index[d]} + {off}"
+    return body, valid, index
+
+
 @_rule("gather")
 def _gather(tr, eqn, operand, indices):
     dn = eqn.params["dimension_numbers"]
@@ -911,20 +922,12 @@ def _gather(tr, eqn, operand, indices):
     batch_pos = [k for k in range(len(out_shape)) if k not in offset_dims]
     b = [o[k] for k in batch_pos]
     window = [d for d in range(len(op_shape)) if d not in collapsed]
-    body, valid = [], []
-    start = ["0"] * len(op_shape)
-    for k, d in enumerate(smap):
-        s = f"_g{k}"
-        body.append(f"{s} = int({_at(indices, ix_aval, b + [str(k)])})")
-        upper = op_shape[d] - sizes[d]
-        if mode == "fill":
-            valid.append(f"0 <= {s} <= {upper}")
-        body.append(f"{s} = min(max({s}, 0), {upper})")
-        start[d] = s
-    src = list(start)
-    for j, d in enumerate(window):
-        off = o[offset_dims[j]]
-        src[d] = off if start[d] == "0" else f"{start[d]} + {off}"
+    # FILL_OR_DROP: an out-of-bounds start gives the fill value; else it is clamped.
+    body, valid, src = _window_index(
+        indices, ix_aval, b, smap, [n - z for n, z in zip(op_shape, sizes)], window,
+        [o[offset_dims[j]] for j in range(len(window))], clamp=True,
+        check=mode == "fill",
+    )
     value = _at(operand, op_aval, src)
     if valid:
         fill = _literal(eqn.params["fill_value"] if eqn.params.get("fill_value")
@@ -959,21 +962,12 @@ def _scatter(tr, eqn, operand, indices, updates, combine):
     res = tr.emit(f"{operand}.copy()") if op_shape else None
     if res is None:
         raise UnsupportedPrimitive(eqn.primitive.name, "on a scalar operand")
-    body, valid = [], []
-    start = ["0"] * len(op_shape)
-    for k, d in enumerate(smap):
-        s = f"_g{k}"
-        body.append(f"{s} = int({_at(indices, ix_aval, b + [str(k)])})")
-        upper = op_shape[d] - wsize[d]
-        if mode == "clip":
-            body.append(f"{s} = min(max({s}, 0), {upper})")
-        else:  # XLA drops an update whose window leaves the operand
-            valid.append(f"0 <= {s} <= {upper}")
-        start[d] = s
-    dst = list(start)
-    for j, d in enumerate(window):
-        off = u[window_dims[j]]
-        dst[d] = off if start[d] == "0" else f"{start[d]} + {off}"
+    # XLA drops an update whose window leaves the operand, unless the mode clips.
+    body, valid, dst = _window_index(
+        indices, ix_aval, b, smap, [op_shape[d] - wsize[d] for d in range(len(op_shape))],
+        window, [u[window_dims[j]] for j in range(len(window))], clamp=mode == "clip",
+        check=mode != "clip",
+    )
     cell = f"{res}[{_index(dst)}]"
     store = f"{cell} = {combine.format(acc=cell, x=_at(updates, up_aval, u))}"
     if valid:
@@ -994,11 +988,7 @@ def _scatter_add(tr, eqn, operand, indices, updates):
 
 @_rule("scatter")
 def _scatter_set(tr, eqn, operand, indices, updates):
-    if not eqn.params.get("unique_indices", False) and _shape(_in(eqn, 1))[:-1] and (
-        math.prod(_shape(_in(eqn, 1))[:-1]) > 1
-    ):
-        # Which of several writes to one place wins is unspecified in XLA.
-        pass
+    # Several writes to one place: XLA leaves the winner unspecified; here, the last.
     return _scatter(tr, eqn, operand, indices, updates, "{x}")
 
 

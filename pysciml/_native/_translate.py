@@ -890,12 +890,11 @@ def _window_index(indices, ix_aval, batch_idx, smap, uppers, window, offsets, *,
     body, valid = [], []
     index = ["0"] * len(uppers)
     for k, d in enumerate(smap):
-        s = f"_g{k}"
-        body.append(f"{s} = int({_at(indices, ix_aval, batch_idx + [str(k)])})")
-        if check:
-            valid.append(f"0 <= {s} <= {uppers[d]}")
-        if clamp:
-            body.append(f"{s} = min(max({s}, 0), {uppers[d]})")
+        raw, s = f"_r{k}", f"_g{k}"
+        body.append(f"{raw} = int({_at(indices, ix_aval, batch_idx + [str(k)])})")
+        if check:  # on the start as given: the clamped one is always in bounds
+            valid.append(f"0 <= {raw} <= {uppers[d]}")
+        body.append(f"{s} = min(max({raw}, 0), {uppers[d]})" if clamp else f"{s} = {raw}")
         index[d] = s
     for d, off in zip(window, offsets):
         index[d] = off if index[d] == "0" else f"{index[d]} + {off}"

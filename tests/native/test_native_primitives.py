@@ -272,6 +272,25 @@ def test_dynamic_slices(data):
     check(dynamic_ops, x, i, j, covers={"dynamic_slice", "dynamic_update_slice"})
 
 
+def gather_scatter_ops(x, i):
+    # Out-of-range indices: "fill" gives the fill value, "clip" clamps, "drop"
+    # discards the update, and the default of indexing normalises negative ones.
+    return (
+        x.at[i].get(mode="fill", fill_value=-7.0), x.at[i].get(mode="clip"), x[i % 5],
+        x.at[i].add(1.0, mode="drop"), x.at[i].set(2.0, mode="clip"),
+        x.at[i].add(1.0, mode="clip"),
+    )
+
+
+@SETTINGS
+@given(data=st.data())
+def test_gather_and_scatter(data):
+    x = data.draw(floats((5,)))
+    i = data.draw(ints((4,), lo=-9, hi=9, dtype=np.int32))
+    check(lambda x, i: gather_scatter_ops(jnp.asarray(x), i), x, i,
+          covers={"gather", "scatter-add", "scatter"})
+
+
 def iota_ops(x):
     return (
         jnp.arange(5), lax.broadcasted_iota(jnp.int32, (3, 4), 1),

@@ -21,6 +21,7 @@ from ._backend.base import (
 from ._backend.base import (
     SolveOptions as SolveOptions,
 )
+from ._event import Event as Event
 from ._problem import ODEProblem as ODEProblem
 from ._sensitivity import (
     AbstractContinuousAdjoint as AbstractContinuousAdjoint,

@@ -38,6 +38,13 @@ class RESULTS(eqx.Enumeration):
     solver_failed = (
         "The backend's solver reported a failure. See the backend's message above."
     )
+    event_grazing = (
+        "The event condition touched zero tangentially (a grazing crossing): its rate "
+        "of change along the solution, dg/dt = ∂g/∂t + ∂g/∂y·f, is zero within the "
+        "solve's tolerance at the event time, so the event time is not "
+        "differentiable (dt*/dθ ∝ 1/(dg/dt)). Change the condition so that it crosses "
+        "zero transversally, or tighten `rtol` and `atol` if the crossing is real."
+    )
 
 
 def result_from_code(code) -> RESULTS:
@@ -58,9 +65,23 @@ class Solution(eqx.Module):
     - `stats`: a dict of solver statistics: `num_steps` (accepted steps),
         `num_rejected_steps` and `num_fevals` (vector-field evaluations on host
         backends; `-1` where the backend does not count them).
+
+    With `solve(event=...)` (otherwise `None`):
+
+    - `event_time`: the time of the first crossing, or `t1` if there was none.
+    - `event_state`: the state at `event_time`, a pytree like `y0`.
+    - `event_happened`: a bool, whether the event happened.
+
+    Both are differentiable (implicit function theorem). Save times after the event
+    hold `event_state`, with its derivative, on every backend: a finite value, so a
+    loss that masks them with `sol.ts <= sol.event_time` has finite gradients. A
+    failed solve, or a grazing crossing (`RESULTS.event_grazing`), gives NaN here too.
     """
 
     ts: Array
     ys: PyTree[Array]
     result: RESULTS
     stats: dict[str, Any]
+    event_time: Array | None = None
+    event_state: PyTree[Array] | None = None
+    event_happened: Array | None = None

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._backend import get_backend
 from ._backend.base import AbstractBackend, FlatProblem, SolveOptions
+from ._event import Event, FlatEvent, check_condition, event_outputs, event_times
 from ._flatten import FlatVectorField, spec_of, split_args
 from ._forward import (
     MSG_TOO_MANY_DIRECTIONS,
@@ -169,26 +170,47 @@ class _Static(eqx.Module):
     options: SolveOptions = eqx.field(static=True)
 
 
+def _forward(static: _Static, y0, p, ts, residuals: bool):
+    """The backend's forward pass: `((ys, code, stats, event), residuals)`, where
+    `event` is `(t_event, happened)` for a problem with an event (then `ys` has one
+    more row, the state at `t_event`), else `None`."""
+    backend, problem, options = static.backend, static.problem, static.options
+    if problem.event is None:
+        (ys, code, stats), res = backend.forward(
+            problem, y0, p, ts, options, residuals=residuals
+        )
+        return (ys, code, stats, None), res
+    (ys, code, stats, t_event, happened), res = backend.forward_event(
+        problem, y0, p, ts, options, residuals=residuals
+    )
+    return (ys, code, stats, (t_event, happened)), res
+
+
 @ft.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _solve_flat(static: _Static, y0, p, ts):
-    out, _ = static.backend.forward(
-        static.problem, y0, p, ts, static.options, residuals=False
-    )
+    out, _ = _forward(static, y0, p, ts, residuals=False)
     return out
 
 
 def _solve_flat_fwd(static: _Static, y0, p, ts):
-    out, residuals = static.backend.forward(
-        static.problem, y0, p, ts, static.options, residuals=True
-    )
-    return out, (y0, p, ts, residuals)
+    out, residuals = _forward(static, y0, p, ts, residuals=True)
+    event = out[3]
+    # With an event, `ys` are at `event_times(ts, t_event)`: differentiate there.
+    ts_vjp = ts if event is None else event_times(ts, event[0])
+    return out, (y0, p, ts, ts_vjp, residuals)
 
 
 def _solve_flat_bwd(static: _Static, saved, cotangents):
-    y0, p, ts, residuals = saved
-    ys_bar, _, _ = cotangents  # The result code and stats are not differentiable.
+    y0, p, ts, ts_vjp, residuals = saved
+    # The result code, stats and event time are not differentiated here (the event
+    # time's derivative is `solve`'s implicit one).
+    ys_bar = cotangents[0]
+    if static.problem.event is not None and static.backend.events_differentiated(
+        static.options
+    ):
+        ys_bar = (ys_bar, cotangents[3][0])
     y0_bar, p_bar = static.backend.vjp(
-        static.problem, y0, p, ts, residuals, ys_bar, static.options
+        static.problem, y0, p, ts_vjp, residuals, ys_bar, static.options
     )
     # Save times are not differentiated.
     return y0_bar, p_bar, jnp.zeros_like(ts)
@@ -205,9 +227,7 @@ _solve_flat.defvjp(_solve_flat_fwd, _solve_flat_bwd)
 # `jax.hessian` works on every backend.
 @ft.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _solve_flat_forward_mode(static: _Static, y0, p, ts):
-    out, _ = static.backend.forward(
-        static.problem, y0, p, ts, static.options, residuals=False
-    )
+    out, _ = _forward(static, y0, p, ts, residuals=False)
     return out
 
 
@@ -226,6 +246,9 @@ def _augmented(static: _Static, n: int, m: int) -> tuple[_Static, ForwardSensiti
         t0=problem.t0,
         t1=problem.t1,
         jac_sparsity=None if pattern is None else _augmented_pattern(pattern, n, m),
+        # The event reads the state part of the augmented state: one solve locates
+        # it and gives the sensitivities at the (fixed) event time.
+        event=problem.event,
     )
     return _Static(static.backend, flat, static.options), field
 
@@ -236,13 +259,19 @@ def _solve_flat_forward_mode_jvp(static: _Static, primals, tangents):
     dy0, dp, _ = tangents  # Save times are not differentiated.
     n, m = y0.shape[-1], p.shape[-1]
     aug, field = _augmented(static, n, m)
-    zs, code, stats = _solve_flat_forward_mode(aug, field.initial_state(y0), p, ts)
+    zs, code, stats, event = _solve_flat_forward_mode(
+        aug, field.initial_state(y0), p, ts
+    )
     ys, s = field.split(zs)
     dys = s @ jnp.concatenate([dy0, dp])
-    no_tangent = jtu.tree_map(
-        lambda x: np.zeros(jnp.shape(x), jax.dtypes.float0), (code, stats)
-    )
-    return (ys, code, stats), (dys, *no_tangent)
+
+    def no_tangent(x):
+        if jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            return jnp.zeros_like(x)  # the event time: `solve` adds its derivative
+        return np.zeros(jnp.shape(x), jax.dtypes.float0)
+
+    return (ys, code, stats, event), (dys, *jtu.tree_map(no_tangent,
+                                                         (code, stats, event)))
 
 
 # Outside any jit (eager use), each call would otherwise re-trace the backend, and
@@ -291,6 +320,7 @@ def solve(
     sensitivity: AbstractSensitivity | None = None,
     max_steps: int = 4096,
     throw: bool = True,
+    event: Event | None = None,
 ) -> Solution:
     """Solves an ODE, differentiably, on any backend.
 
@@ -323,11 +353,17 @@ def solve(
     - `throw`: if `True`, a failed solve raises an error (also under `jit`). If
         `False`, a failed solve returns NaN in `ys` and the reason in `result`: use
         this inside inference, where a NaN likelihood rejects the proposal.
+    - `event`: a [`pysciml.Event`][]: stop at the first time its condition crosses
+        zero. The solution then holds `event_time`, `event_state` and
+        `event_happened`, differentiable like `ys`; save times after the event hold
+        the event state (see [`pysciml.Solution`][]). Without a crossing the solve
+        runs to `t1`. Only first derivatives are exact through an event.
 
     **Returns:**
 
     A [`pysciml.Solution`][] with `ts`, `ys` (leaves of shape `(len(saveat),
-    *leaf.shape)`), `result` and `stats`.
+    *leaf.shape)`), `result` and `stats`; with an event, also `event_time`,
+    `event_state` and `event_happened`.
     """
     if not isinstance(problem, ODEProblem):
         raise TypeError(
@@ -349,12 +385,20 @@ def solve(
     _check_positive("max_steps", max_steps, numbers.Integral)
     if not isinstance(throw, bool):
         raise TypeError(f"`solve(throw=...)` must be True or False; got {throw!r}.")
+    if event is not None and not isinstance(event, Event):
+        raise TypeError(
+            "`solve(event=...)` must be a `ps.Event(condition, direction)`; got "
+            f"{type(event).__name__}."
+        )
 
     y0 = jtu.tree_map(jnp.asarray, y0)
     _check_y0(y0)
     dynamic_args, static_args = split_args(args)
     finite = _check_finite("y0", y0) + _check_finite("args", dynamic_args)
     _check_vector_field(problem, y0, args)
+    if event is not None:
+        check_condition(event, jax.ShapeDtypeStruct((), jnp.result_type(float)), y0,
+                        args)
 
     y_spec = spec_of(y0)
     p_spec = spec_of(dynamic_args)
@@ -363,11 +407,15 @@ def solve(
     forward_mode = isinstance(sensitivity, ForwardSensitivity)
     dtype = y_spec.dtype
     ts = _check_saveat(saveat, problem, dtype)
+    flat_event = None if event is None else FlatEvent(
+        event.condition, event.direction, y_spec, p_spec, static_args
+    )
     flat = FlatProblem(
         vector_field=FlatVectorField(problem.vector_field, y_spec, p_spec, static_args),
         t0=problem.t0,
         t1=problem.t1,
         jac_sparsity=problem.jac_sparsity,
+        event=flat_event,
     )
     options = SolveOptions(
         solver=solver,
@@ -384,14 +432,45 @@ def solve(
             n=y_spec.size, m=p_spec.size, directions=y_spec.size + p_spec.size,
             limit=sensitivity.max_directions))
     solve_flat = _solve_flat_forward_mode_jit if forward_mode else _solve_flat_jit
-    ys, code, stats = solve_flat(_Static(backend, flat, options), y0_flat, p_flat, ts)
+    ys, code, stats, located = solve_flat(
+        _Static(backend, flat, options), y0_flat, p_flat, ts
+    )
 
     if finite:
         # Traced inputs: NaN or Inf is only known at run time.
         ok = ft.reduce(jnp.logical_and, finite)
         code = jnp.where(ok, code, RESULTS.nonfinite._value)
+    failed = code != RESULTS.successful._value
+    event_fields = {}
+    if event is not None:
+        t_star, happened = located
+        # Where the solve failed, the correction is evaluated at the initial point
+        # instead of at NaN: its derivative, multiplied by the zero cotangent of the
+        # NaN that replaces it below, must be finite (0 * NaN would poison a vmapped
+        # batch's gradients).
+        t_star = jnp.where(failed, problem.t0, t_star).astype(dtype)
+        y_star = jnp.where(failed, y0_flat, ys[-1])
+        ys = ys[:-1]
+        t_event, y_event, grazing = event_outputs(
+            flat_event, flat.vector_field, t_star, y_star, p_flat, happened & ~failed,
+            options.rtol, options.atol,
+            correct=forward_mode or not backend.events_differentiated(options),
+        )
+        code = jnp.where(grazing, RESULTS.event_grazing._value, code)
+        failed = failed | grazing
+        # Save times after the event hold the event state (with its derivative): a
+        # finite value, so that a loss masked with `ts <= event_time` has finite
+        # gradients.
+        after = (ts > t_star)[:, None]
+        ys = jnp.where(after, y_event, ys)
+        t_event = jnp.where(failed, jnp.nan, t_event)
+        y_event = jnp.where(failed, jnp.nan, y_event)
+        event_fields = dict(
+            event_time=t_event,
+            event_state=y_spec.unflatten(y_event, restore_dtypes=True),
+            event_happened=happened & ~failed,
+        )
     result = result_from_code(code)
-    failed = result != RESULTS.successful
     # A failed solve: NaN values, and zero derivatives (the derivative of the constant
     # NaN branch) on every path, forward or reverse, so that a failed member of a
     # vmapped batch does not poison the others' gradients through 0 * NaN.
@@ -399,4 +478,4 @@ def solve(
     if throw:
         ys = result.error_if(ys, failed)
     ys_tree = y_spec.unflatten(ys, restore_dtypes=True, batch_shape=(ts.shape[0],))
-    return Solution(ts=ts, ys=ys_tree, result=result, stats=stats)
+    return Solution(ts=ts, ys=ys_tree, result=result, stats=stats, **event_fields)

@@ -4,10 +4,13 @@ import abc
 from typing import Any, ClassVar
 
 import equinox as eqx
-from jaxtyping import Array, Float, Int
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
 
+from .._event import event_times
 from .._flatten import FlatVectorField
 from .._sensitivity import AbstractSensitivity
+from .._solution import RESULTS
 from .._solver import AbstractSolver
 
 
@@ -29,6 +32,8 @@ class FlatProblem(eqx.Module):
     t0: float = eqx.field(static=True)
     t1: float = eqx.field(static=True)
     jac_sparsity: Any = eqx.field(static=True, default=None)
+    # A `FlatEvent` (`_event.py`) that ends the solve, or None.
+    event: Any = eqx.field(static=True, default=None)
 
 
 Stats = dict[str, Int[Array, ""]]
@@ -101,3 +106,62 @@ class AbstractBackend(eqx.Module):
 
         `(y0_bar, p_bar)`, of the shapes and dtypes of `y0` and `p`.
         """
+
+    def locate_event(
+        self,
+        problem: FlatProblem,
+        y0: Float[Array, " n"],
+        p: Float[Array, " m"],
+        options: SolveOptions,
+    ) -> tuple[Float[Array, ""], Bool[Array, ""], Int[Array, ""]]:
+        """Solves from `t0` until `problem.event` triggers or `t1`, and returns where.
+        Not differentiated: `solve` differentiates the event by the implicit function
+        theorem (`_event.py`).
+
+        **Returns:**
+
+        `(t_event, happened, code)`: the event time (`t1` if none happened, or if the
+        solve failed), whether an event happened, and a result code.
+        """
+        raise NotImplementedError(
+            f"The {self.name!r} backend does not locate events: `solve(event=...)` "
+            "is not supported on it."
+        )
+
+    def events_differentiated(self, options: SolveOptions) -> bool:
+        """Whether `forward_event` returns the event time and the state at it (the
+        last row of `ys`) with their full derivatives, from the backend's own event
+        differentiation. Then `vjp` takes `(ys_bar, t_event_bar)`, and `solve` adds no
+        implicit derivative. By default (False) they are differentiated at the fixed
+        event time, and `solve` adds the implicit derivative (`_event.py`)."""
+        return False
+
+    def forward_event(
+        self,
+        problem: FlatProblem,
+        y0: Float[Array, " n"],
+        p: Float[Array, " m"],
+        ts: Float[Array, " k"],
+        options: SolveOptions,
+        *,
+        residuals: bool,
+    ) -> tuple[tuple[Any, ...], Any]:
+        """`forward` for a problem with an event: the solution at the save times of
+        `event_times(ts, t_event)` (`ts` held at `t_event` beyond it, then `t_event`),
+        the event time and whether it happened. `vjp` is then called with those save
+        times, and differentiates at them as fixed times.
+
+        The default locates the event (`locate_event`), then solves to it with
+        `forward`: two solves. A backend that can do both in one overrides this.
+
+        **Returns:**
+
+        `((ys, code, stats, t_event, happened), residuals)`, `ys` of shape
+        `(len(ts) + 1, n)`.
+        """
+        t_event, happened, located = self.locate_event(problem, y0, p, options)
+        (ys, code, stats), res = self.forward(
+            problem, y0, p, event_times(ts, t_event), options, residuals=residuals
+        )
+        code = jnp.where(located != RESULTS.successful._value, located, code)
+        return (ys, code, stats, t_event, happened), res

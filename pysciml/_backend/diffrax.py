@@ -5,6 +5,7 @@ from typing import ClassVar
 import diffrax
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 
 from .._sensitivity import (
     AbstractSensitivity,
@@ -44,7 +45,8 @@ def _code(result) -> jax.Array:
     r = diffrax.RESULTS
     return jnp.select(
         [
-            result == r.successful,
+            # A terminal event is a success; `forward_event` reports it separately.
+            (result == r.successful) | (result == r.event_occurred),
             result == r.max_steps_reached,
             result == r.dt_min_reached,
             result == r.nonfinite,
@@ -89,7 +91,8 @@ class DiffraxBackend(AbstractBackend):
     default_sensitivity: ClassVar[AbstractSensitivity] = DiscreteAdjoint()
     computes_in_float64: ClassVar[bool] = False
 
-    def _solve(self, problem: FlatProblem, options: SolveOptions, ts, y0, p):
+    def _solve(self, problem: FlatProblem, options: SolveOptions, ts, y0, p, *,
+               event=None, adjoint=None):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(problem.vector_field.with_args),
             _SOLVERS[type(options.solver)](),
@@ -99,11 +102,17 @@ class DiffraxBackend(AbstractBackend):
             y0,
             # Unflattened once, here: see `FlatVectorField.with_args`.
             problem.vector_field.args(p),
-            saveat=diffrax.SaveAt(ts=ts),
+            # With an event, the state at the event time is saved too (as `t1`, in a
+            # separate `SubSaveAt`: within one, diffrax writes it right after the
+            # last save time before the event).
+            saveat=diffrax.SaveAt(ts=ts) if event is None else diffrax.SaveAt(
+                subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)]
+            ),
             stepsize_controller=diffrax.PIDController(
                 rtol=options.rtol, atol=options.atol
             ),
-            adjoint=_adjoint(options.sensitivity),
+            adjoint=_adjoint(options.sensitivity) if adjoint is None else adjoint,
+            event=event,
             max_steps=options.max_steps,
             # pysciml applies its own failure policy (`solve(throw=...)`).
             throw=False,
@@ -115,7 +124,76 @@ class DiffraxBackend(AbstractBackend):
             ),
             "num_fevals": jnp.asarray(-1, jnp.int32),
         }
-        return sol.ys, (_code(sol.result), stats)
+        if event is None:
+            return sol.ys, (_code(sol.result), stats)
+        # Save times after the event are `inf` in diffrax; hold the event state there,
+        # as every backend does (`event_times`).
+        ys, y_event, t_event = sol.ys[0], sol.ys[1][0], sol.ts[1][0]
+        ys = jnp.where((ts > t_event)[:, None], y_event, ys)
+        happened = sol.result == diffrax.RESULTS.event_occurred
+        out = jnp.concatenate([ys, y_event[None]])
+        return out, (_code(sol.result), stats, t_event, happened)
+
+    def _event(self, problem: FlatProblem, y0, p) -> diffrax.Event:
+        """`problem.event` as a `diffrax.Event`, differentiated by diffrax itself
+        where the solve is (`events_differentiated`)."""
+        event, field = problem.event, problem.vector_field
+        y0_c, p_c = jax.lax.stop_gradient((y0, p))
+        t0 = jnp.asarray(problem.t0, y0.dtype)
+        # Newton on the dense output, to near rounding, so that the event time is as
+        # accurate as the solution. Optimistix stops when both the step in `t` and
+        # `|g|` are below `atol`, so `g` is divided by its scale over the span (its
+        # value at t0, or its rate there times the span): `|g|` is then O(1), and the
+        # test in `g` is as strict as the one in `t` whatever the units of `g`.
+        g0, g0_dot = jax.jvp(lambda t, y: event(t, y, p_c), (t0, y0_c),
+                             (jnp.ones_like(t0), field(t0, y0_c, p_c)))
+        scale = jnp.maximum(jnp.abs(g0), jnp.abs(g0_dot) * (problem.t1 - problem.t0))
+        scale = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1)
+
+        def cond_fn(t, y, args, **kwargs):
+            return event(t, y, p) / scale
+
+        tol = max(100 * float(jnp.finfo(y0.dtype).eps), 1e-12)
+        direction = {0: None, 1: True, -1: False}[event.direction]
+        return diffrax.Event(cond_fn, optx.Newton(rtol=tol, atol=tol), direction)
+
+    def events_differentiated(self, options):
+        # diffrax differentiates its own event (the implicit function theorem on its
+        # dense output, in `optimistix.root_find`), in one solve: as fast as raw
+        # diffrax. Not with BacksolveAdjoint, which takes no event, nor with forward
+        # sensitivities, which are `solve`'s own.
+        return not isinstance(options.sensitivity, (BacksolveAdjoint, ForwardSensitivity))
+
+    def locate_event(self, problem, y0, p, options):
+        y0, p = jax.lax.stop_gradient((y0, p))
+        ts = jnp.asarray([problem.t0], y0.dtype)
+        _, (code, _, t_event, happened) = self._solve(
+            problem, options, ts, y0, p, event=self._event(problem, y0, p),
+            adjoint=diffrax.RecursiveCheckpointAdjoint(),
+        )
+        return t_event, happened, code
+
+    def forward_event(self, problem, y0, p, ts, options, *, residuals):
+        if isinstance(options.sensitivity, BacksolveAdjoint):
+            # diffrax's BacksolveAdjoint takes no event: locate, then solve to it.
+            return super().forward_event(
+                problem, y0, p, ts, options, residuals=residuals
+            )
+
+        # One solve: diffrax locates the event and saves at `ts` and at the event.
+        def run(y0_, p_):
+            ys, (code, stats, t_event, happened) = self._solve(
+                problem, options, ts, y0_, p_, event=self._event(problem, y0_, p_)
+            )
+            return (ys, t_event), (code, stats, happened)
+
+        if not residuals:
+            (ys, t_event), (code, stats, happened) = run(y0, p)
+            return (ys, code, stats, t_event, happened), None
+        (ys, t_event), vjp_fn, (code, stats, happened) = jax.vjp(
+            run, y0, p, has_aux=True
+        )
+        return (ys, code, stats, t_event, happened), vjp_fn
 
     def forward(self, problem, y0, p, ts, options, *, residuals):
         if not residuals:
@@ -132,4 +210,5 @@ class DiffraxBackend(AbstractBackend):
         return (ys, code, stats), vjp_fn
 
     def vjp(self, problem, y0, p, ts, residuals, ys_bar, options):
+        # With an event differentiated here, `ys_bar` is `(ys_bar, t_event_bar)`.
         return residuals(ys_bar)

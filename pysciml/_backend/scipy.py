@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import scipy.integrate as si
 import scipy.sparse as sp
+from scipy.optimize import brentq
 
 from .._sensitivity import AbstractSensitivity, BacksolveAdjoint, InterpolatingAdjoint
 from .._solver import LSODA, QNDF, AbstractSolver, Dopri5, Dopri8, RadauIIA5
@@ -274,6 +275,42 @@ class ScipyBackend(AbstractHostBackend):
         except (VectorFieldError, NonFiniteError) as e:
             return None, code_for(e), {}, None
         return ys, SUCCESS, stats, ((ys, interpolant) if keep else None)
+
+    def host_locate(self, callbacks, problem, event, y0, p, options):
+        p = _params(callbacks, p)
+        method = _METHODS[type(options.solver)]
+        jac, sparsity = self._jacobians(callbacks, problem, method, p)
+        f = callbacks.resolved("f")
+        flat_event = problem.event
+        solver = _make_solver(method, lambda t, y: f(t, y, p), problem.t0, y0,
+                              problem.t1, options, jac, sparsity, None)
+        counter = [0]
+        g_old = event(problem.t0, y0, p)
+        try:
+            while solver.status == "running":
+                _step(solver, counter, options.max_steps)
+                g_new = event(solver.t, solver.y, p)
+                if flat_event.triggered(g_old, g_new):
+                    return self._root(event, p, solver, g_old, g_new), True, SUCCESS
+                g_old = g_new
+        except _Failed as e:
+            return problem.t1, False, e.code
+        finally:
+            _release(solver)
+        return problem.t1, False, SUCCESS
+
+    @staticmethod
+    def _root(event, p, solver, g_old, g_new):
+        """The crossing inside the last step, on its dense output, to rounding (as
+        `solve_ivp(events=...)` locates it)."""
+        if g_old == 0:
+            return solver.t_old
+        if g_new == 0:
+            return solver.t
+        piece = solver.dense_output()
+        eps = 4 * np.finfo(float).eps
+        return brentq(lambda t: event(t, piece(t), p), solver.t_old, solver.t,
+                      xtol=eps, rtol=eps)
 
     def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options, *, saved):
         p = _params(callbacks, p)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..._forward import ForwardSensitivityField
 from ..._solution import RESULTS
 from ..base import AbstractBackend, FlatProblem, SolveOptions
 from . import _callbacks, _native, _residuals, _stacked
@@ -102,6 +103,29 @@ class AbstractHostBackend(AbstractBackend):
         """Called when `solve` is traced, before any callback: make sure the host
         solver can run this problem with these options (start its runtime), or raise
         an error that says what is missing or unsupported."""
+
+    def host_locate(
+        self,
+        callbacks: HostCallbacks,
+        problem: FlatProblem,
+        event,
+        y0: np.ndarray,
+        p: np.ndarray,
+        options: SolveOptions,
+    ) -> tuple[float, bool, int]:
+        """Solves one problem on the host thread from `t0` until `problem.event`
+        triggers (by the rule of `FlatEvent.triggered`, on each accepted step) or
+        `t1`, and locates the crossing on the step's dense output. `event(t, y, p)`
+        is the condition as a host callback.
+
+        **Returns:**
+
+        `(t_event, happened, code)`, with `t_event = t1` where no event happened.
+        """
+        raise NotImplementedError(
+            f"The {self.name!r} backend does not locate events: `solve(event=...)` "
+            "is not supported on it."
+        )
 
     def _callbacks(self, problem: FlatProblem, n: int, m: int) -> HostCallbacks:
         native = _native.resolve_mode(self.native_rhs) is not False
@@ -258,6 +282,64 @@ class AbstractHostBackend(AbstractBackend):
         # The residual is a token for what the host solver kept (its dense output):
         # `vjp` then skips the forward re-solve. A missing entry is recomputed.
         return (ys, code, stats), (token if residuals else None)
+
+    def _locate_one(self, problem, options, n, m, dtype, y0_, p_):
+        """One event location, on the host thread: `(t_event, happened, code)`."""
+        callbacks = self._callbacks(problem, n, m)
+        native = _native.resolve_mode(self.native_rhs) is not False
+        event = _callbacks.event_callback(problem.event, n, m, native)
+        y0_64 = np.array(y0_, dtype=np.float64)
+        p_64 = np.array(p_, dtype=np.float64)
+        t, happened = problem.t1, False
+        try:
+            if not _callbacks._all_finite(y0_64, p_64):
+                code = NONFINITE
+            else:
+                t, happened, code = self.host_locate(
+                    callbacks, problem, event, y0_64, p_64, options
+                )
+        except Exception as e:
+            code = code_for(e)
+        if code != SUCCESS:
+            t, happened = problem.t1, False
+        return np.asarray(t, dtype), np.bool_(happened), np.int32(code)
+
+    def locate_event(self, problem, y0, p, options):
+        self.host_prepare(problem, options)
+        field = problem.vector_field
+        if isinstance(field, ForwardSensitivityField):
+            # The event reads the state part: locate it on the (cheaper) primal system.
+            problem = FlatProblem(vector_field=field.inner, t0=problem.t0,
+                                  t1=problem.t1, event=problem.event)
+            y0 = y0[..., : field.n]
+        n, m = y0.shape[-1], p.shape[-1]
+        self._check_native(problem, n, m)
+        dtype = y0.dtype
+
+        def host(y0_, p_):
+            lead = y0_.ndim - 1
+            shape = np.broadcast_shapes(y0_.shape[:lead], p_.shape[:lead])
+            if not shape:
+                return HostThread.run(self._locate_one, problem, options, n, m, dtype,
+                                      y0_, p_)
+            y0s = np.broadcast_to(y0_, shape + (n,)).reshape(-1, n)
+            ps_ = np.broadcast_to(p_, shape + (m,)).reshape(-1, m)
+            outs = [HostThread.run(self._locate_one, problem, options, n, m, dtype,
+                                   y0s[i], ps_[i]) for i in range(y0s.shape[0])]
+            return tuple(np.stack(x).reshape(shape) for x in zip(*outs))
+
+        batch = y0.shape[:-1]
+        shapes = (
+            jax.ShapeDtypeStruct(batch, dtype),
+            jax.ShapeDtypeStruct(batch, jnp.bool_),
+            jax.ShapeDtypeStruct(batch, jnp.int32),
+        )
+        callback = _no_derivatives(
+            self.name,
+            lambda y0_, p_: jax.pure_callback(host, shapes, y0_, p_,
+                                              vmap_method="expand_dims"),
+        )
+        return callback(jax.lax.stop_gradient(y0), jax.lax.stop_gradient(p))
 
     def vjp(self, problem, y0, p, ts, residuals, ys_bar, options):
         n, m = y0.shape[-1], p.shape[-1]

@@ -164,5 +164,26 @@ def host_callbacks(
     )
 
 
+@ft.lru_cache(maxsize=64)
+def event_callback(event, n: int, m: int, native: bool = False):
+    """The event condition `g(t, y, p) -> float` of a `FlatEvent` as a host callback
+    (once per event: `event` compares by structure), native like `f` where it
+    compiles."""
+    what = "the event condition"
+
+    def vector(t, y, p):  # shape (1,): the form native kernels check for finiteness
+        return event(t, y, p)[None]
+
+    xla = _checked(jax.jit(vector), what)
+    fn = xla
+    if native and _native.numba_available():
+        fn = _native.NativeCallback(vector, _native.example_args(n, m), what, xla)
+
+    def call(t, y, p):
+        return float(fn(t, y, p)[0])
+
+    return call
+
+
 def _all_finite(*arrays: np.ndarray) -> bool:
     return all(np.isfinite(a).all() for a in arrays)

@@ -58,6 +58,33 @@ def test_stacked_matches_the_loop(sensitivity, shared):
         assert np.all(g1[1][1:] == 0.0)
 
 
+@pytest.mark.parametrize("sensitivity", [ps.InterpolatingAdjoint(),
+                                         ps.BacksolveAdjoint()])
+def test_per_item_gradients_with_shared_parameters(sensitivity):
+    """`vmap(grad)` with respect to parameters shared by the batch: each row is that
+    item's own gradient (an earlier stacked VJP returned the batch's sum in row 0), as
+    in the loop, and `jax.jacrev` (a batch of cotangents only) likewise."""
+    def per_item(mode):
+        solve = batched(mode, sensitivity=sensitivity, shared=True)
+
+        def item_loss(p, y0):
+            return jnp.sum(solve(y0[None], p).ys ** 2 * W)
+
+        return jax.jit(jax.vmap(jax.grad(item_loss), in_axes=(None, 0)))(P[0], Y0)
+
+    stacked, loop = per_item("stack"), per_item("loop")
+    np.testing.assert_allclose(stacked, loop, rtol=1e-7, atol=1e-7 * float(
+        jnp.abs(loop).max()))
+    assert np.all(np.abs(stacked) > 0)  # every row, not only the first
+
+    solve = batched("stack", sensitivity=sensitivity, shared=True)
+    jac = jax.jacrev(lambda p: solve(Y0[:2], p).ys[:, -1, 0])(P[0])
+    for i in range(2):
+        one = jax.grad(lambda p: batched("loop", sensitivity=sensitivity, shared=True)(
+            Y0[i:i + 1], p).ys[0, -1, 0])(P[0])
+        np.testing.assert_allclose(jac[i], one, rtol=1e-7)
+
+
 def reference(y0, p):
     sol = si.solve_ivp(lambda t, y: np.asarray(lv(t, y, p)), (0.0, 5.0),
                        np.asarray(y0), method="DOP853", t_eval=np.asarray(TS),

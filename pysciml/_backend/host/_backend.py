@@ -180,15 +180,21 @@ class AbstractHostBackend(AbstractBackend):
             np.int32(token),
         )
 
-    def _vjp_one(self, problem, options, n, m, dtypes, y0_, p_, ts_, ys_bar_, token_):
-        """One host VJP, on the host thread: `(y0_bar, p_bar, code)`."""
+    def _vjp_one(self, problem, options, n, m, dtypes, y0_, p_, ts_, ys_bar_, token_,
+                 forward_problem=None):
+        """One host VJP, on the host thread: `(y0_bar, p_bar, code)`.
+        `forward_problem`: the problem the forward pass solved, where it differs from
+        `problem` only in how `p` is laid out (a stacked batch with shared `p`), so
+        that what it kept (the states) serves this VJP."""
         callbacks = self._callbacks(problem, n, m)
         times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
         bar, y0_bar_at_t0 = times.scatter(np.array(ys_bar_, dtype=np.float64))
         # What the forward pass kept, if it was kept for this very problem (a batch
         # solved stacked keeps the stacked solve's).
         entry = _residuals.RESIDUALS.get(int(token_))
-        saved = entry[1] if entry is not None and entry[0] == problem else None
+        saved = None
+        if entry is not None and entry[0] in (problem, forward_problem):
+            saved = entry[1]
         try:
             if times.unique.size:
                 y0_bar, p_bar, code = self.host_vjp(
@@ -345,35 +351,34 @@ class AbstractHostBackend(AbstractBackend):
         n, m = y0.shape[-1], p.shape[-1]
         dtypes = (y0.dtype, p.dtype)
 
-        def one(prob, opts, nn, y0_, p_, ts_, ys_bar_, token_):
+        def one(prob, opts, nn, y0_, p_, ts_, ys_bar_, token_, forward_problem=None):
             return HostThread.run(
                 self._vjp_one, prob, opts, nn, p_.shape[-1], dtypes, y0_, p_, ts_,
-                ys_bar_, token_,
+                ys_bar_, token_, forward_problem,
             )
 
         def host(y0_, p_, ts_, ys_bar_, token_):
-            b = _Batch(y0_, p_, ts_)
+            b = _Batch(y0_, p_, ts_, ys_bar_, token_)
             if not b.shape:
                 return one(problem, options, n, y0_, p_, ts_, ys_bar_, token_)
             k = ts_.shape[-1]
             bars = np.broadcast_to(ys_bar_, b.shape + (k, n)).reshape(b.size, k, n)
             tokens = np.broadcast_to(token_, b.shape).reshape(b.size)
-            stack = self._stack_of(problem, options, b.size, n, m, b.shared, b.ts)
+            # Each item's parameter cotangent is its own row, also where `p` is
+            # shared: under `vmap(grad)` the rows are the per-item gradients (JAX
+            # sums them only where the loss sums the items). So the stacked adjoint
+            # carries one parameter adjoint per item (`shared=False`, `p` tiled); the
+            # forward pass's kept states serve it all the same (`forward_problem`).
+            stack = self._stack_of(problem, options, b.size, n, m, False, b.ts)
             if stack is not None:
+                forward = self._stack_of(problem, options, b.size, n, m, b.shared, b.ts)
                 y0_bar, p_bar, code = one(
-                    stack[0], stack[1], b.size * n, b.y0.reshape(-1), b.p_stacked(),
+                    stack[0], stack[1], b.size * n, b.y0.reshape(-1), b.p_tiled(),
                     b.ts[0], bars.transpose(1, 0, 2).reshape(k, b.size * n),
-                    tokens[0],
+                    tokens[0], forward[0],
                 )
                 if code == SUCCESS:
-                    if b.shared:
-                        # The whole cotangent in the first row: JAX sums the rows of
-                        # an unbatched input's cotangent.
-                        p_rows = np.zeros((b.size, m), p_bar.dtype)
-                        p_rows[0] = p_bar
-                    else:
-                        p_rows = p_bar.reshape(b.size, m)
-                    return b.out(y0_bar.reshape(b.size, n), p_rows,
+                    return b.out(y0_bar.reshape(b.size, n), p_bar.reshape(b.size, m),
                                  np.full(b.size, code))
             outs = [one(problem, options, n, b.y0[i], b.p_item(i), b.ts[i], bars[i],
                         tokens[i]) for i in range(b.size)]
@@ -403,9 +408,12 @@ class _Batch:
     argument has the same leading batch dimensions, of full size or 1 where that
     argument is not batched)."""
 
-    def __init__(self, y0, p, ts):
+    def __init__(self, y0, p, ts, *others):
+        # `others`: further arguments batched in the same leading dimensions (the
+        # cotangents of a `jax.jacrev`, batched where the primal inputs are not).
         lead = y0.ndim - 1
-        self.shape = np.broadcast_shapes(y0.shape[:lead], p.shape[:lead], ts.shape[:lead])
+        self.shape = np.broadcast_shapes(y0.shape[:lead], p.shape[:lead], ts.shape[:lead],
+                                         *(x.shape[:lead] for x in others))
         self.size = int(np.prod(self.shape)) if self.shape else 1
         n, m, k = y0.shape[-1], p.shape[-1], ts.shape[-1]
         self.y0 = np.broadcast_to(y0, self.shape + (n,)).reshape(self.size, n)
@@ -421,6 +429,10 @@ class _Batch:
 
     def p_stacked(self):
         return self._p[0] if self.shared else self._p.reshape(-1)
+
+    def p_tiled(self):
+        """`p` of every item, stacked, also where it is shared."""
+        return np.broadcast_to(self._p, (self.size, self.m)).reshape(-1)
 
     def out(self, *arrays):
         return tuple(np.asarray(a).reshape(self.shape + np.shape(a)[1:]) for a in arrays)

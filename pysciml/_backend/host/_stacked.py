@@ -15,9 +15,11 @@ of the hardest item, so items are usually more accurate than alone (measured:
 `benchmarks/RESULTS.md`, A8).
 
 Parameters that are not batched (a neural ODE's weights, shared by the batch) stay one
-vector of `m`: the adjoint's parameter state is then `m` long, not `B·m`. Their
-cotangent is returned whole in the first item's row and zeros elsewhere; JAX sums the
-cotangent of an unbatched input over the batch, which restores the total.
+vector of `m` in the forward solve. The adjoint carries one parameter adjoint per item
+(`B·m`), because the cotangent of each item is its own row: under `vmap(grad)` those
+rows are the per-item gradients, and JAX sums them only where the loss sums the items.
+(Returning the sum in one row, as an earlier version did, gave `vmap(grad)` wrong
+per-item gradients with shared parameters.)
 
 Used for explicit solvers only (an implicit solver would factorise a dense `B·n`
 Jacobian), when every item has the same save times; a failed stacked solve is redone

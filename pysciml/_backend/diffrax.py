@@ -140,11 +140,17 @@ class DiffraxBackend(AbstractBackend):
         event, field = problem.event, problem.vector_field
         y0_c, p_c = jax.lax.stop_gradient((y0, p))
         t0 = jnp.asarray(problem.t0, y0.dtype)
-        # Newton on the dense output, to near rounding, so that the event time is as
-        # accurate as the solution. Optimistix stops when both the step in `t` and
-        # `|g|` are below `atol`, so `g` is divided by its scale over the span (its
-        # value at t0, or its rate there times the span): `|g|` is then O(1), and the
-        # test in `g` is as strict as the one in `t` whatever the units of `g`.
+        # Bisection on the dense output of the step where the sign changed, to near
+        # rounding, so that the event time is as accurate as the solution. Not
+        # Newton: it starts from the end of the step and is not kept inside it, so a
+        # step that holds the crossing and an extremum of `g` (a projectile passing
+        # a height on its way up, then its apex) sends it to the wrong root or out
+        # of the step (raw diffrax 0.7.2 fails there with "maximum number of steps
+        # was reached in the nonlinear solver"; `tests/test_events.py`). Optimistix
+        # stops when both the bracket and `|g|` are below `atol`, so `g` is divided
+        # by its scale over the span (its value at t0, or its rate there times the
+        # span): `|g|` is then O(1), and the test in `g` is as strict as the one in
+        # `t` whatever the units of `g`.
         g0, g0_dot = jax.jvp(lambda t, y: event(t, y, p_c), (t0, y0_c),
                              (jnp.ones_like(t0), field(t0, y0_c, p_c)))
         scale = jnp.maximum(jnp.abs(g0), jnp.abs(g0_dot) * (problem.t1 - problem.t0))
@@ -153,9 +159,9 @@ class DiffraxBackend(AbstractBackend):
         def cond_fn(t, y, args, **kwargs):
             return event(t, y, p) / scale
 
-        tol = max(100 * float(jnp.finfo(y0.dtype).eps), 1e-12)
+        tol = 100 * float(jnp.finfo(y0.dtype).eps)
         direction = {0: None, 1: True, -1: False}[event.direction]
-        return diffrax.Event(cond_fn, optx.Newton(rtol=tol, atol=tol), direction)
+        return diffrax.Event(cond_fn, optx.Bisection(rtol=tol, atol=tol), direction)
 
     def events_differentiated(self, options):
         # diffrax differentiates its own event (the implicit function theorem on its

@@ -1,10 +1,10 @@
 # Julia side of the pysciml <-> juliacall bridge.
 #
 # This file is `include`d into a module made by `juliacall.newmodule("PySciML")`,
-# so it must not declare `module PySciML` itself.  The Python side calls `forward` and
-# `vjp` (the vector field as Python callables) or `forward_native` and `vjp_native`
-# (the same as native kernels: C function pointers, see `make_native_odefunction`);
-# `last_error` is a debugging aid.
+# so it must not declare `module PySciML` itself.  The Python side calls `forward`,
+# `vjp` and `locate` (the vector field as Python callables) or `forward_native`,
+# `vjp_native` and `locate_native` (the same as native kernels: C function pointers,
+# see `make_native_odefunction`); `last_error` is a debugging aid.
 #
 # Boundary rules (see julia/NOTES.md):
 #   * every array that crosses the boundary is copied (solvers reuse buffers, and
@@ -224,5 +224,110 @@ function solve_vjp(make, u0, p, t0, t1, ts, ys_bar, alg, sensealg, rtol, atol, m
         fill!(du0, NaN)
         fill!(dp, NaN)
         return (du0, dp, failure_code!(st, e))
+    end
+end
+
+"""
+    locate(f, vjp_u, vjp_p, g, u0, p, t0, t1, direction, alg, rtol, atol, maxiters,
+           jac_rows = Int[], jac_cols = Int[])
+
+Solve du/dt = f(u, p, t) from t0 until the event condition `g(u, p, t)` (a Python
+callable returning a float) crosses zero in `direction` (-1, 0 or +1; see
+`event_callback`), or t1. Return `(t_event, happened, code)`: the event time (t1 if
+no event happened, or if `code != 0`), whether one happened, and a bridge code. Only
+locates: pysciml then solves to the fixed time `t_event` with `forward`/`vjp`.
+Other arguments as for `forward`.
+"""
+function locate(f, vjp_u, vjp_p, g, u0, p, t0, t1, direction, alg, rtol, atol,
+        maxiters, jac_rows = Int[], jac_cols = Int[])
+    make = (st, proto, n, m) -> make_odefunction(f, vjp_u, vjp_p, st, proto)
+    return solve_locate(make, g, u0, p, t0, t1, direction, alg, rtol, atol, maxiters,
+        jac_rows, jac_cols)
+end
+
+"""
+    locate_native(f, vjp_u, vjp_p, poll, g, u0, p, t0, t1, direction, alg, rtol, atol,
+                  maxiters, jac_rows = Int[], jac_cols = Int[])
+
+`locate` with the vector field as native kernels (the arguments of `forward_native`);
+the event condition `g` stays a Python callable.
+"""
+function locate_native(f, vjp_u, vjp_p, poll, g, u0, p, t0, t1, direction, alg, rtol,
+        atol, maxiters, jac_rows = Int[], jac_cols = Int[])
+    make = (st, proto, n, m) -> make_native_odefunction(as_ptr(f), as_ptr(vjp_u),
+        as_ptr(vjp_p), poll, st, n, m, proto)
+    return solve_locate(make, g, u0, p, t0, t1, direction, alg, rtol, atol, maxiters,
+        jac_rows, jac_cols)
+end
+
+# The terminal ContinuousCallback of an event. pysciml's rule (`FlatEvent.triggered`,
+# checked on each accepted step) against DiffEqBase's (`is_event_occurrence`, with
+# `interp_points = 0` the step's endpoints only): direction -1 is `old > 0 & new <= 0`
+# in both; +1 is `old <= 0 & new > 0` against `old < 0 & new >= 0`; 0 is
+# `sign(old) != sign(new)` against `old != 0 & old * new <= 0`. They differ only where
+# `g` is exactly 0 at a step's start: at t0 in practice, which `solve_locate` handles
+# (julia/NOTES.md, "Events"). `rise_at_t0`: seen as negative at t0, so that a rise
+# from a zero there counts as an upward crossing, as in pysciml.
+function event_callback(g::Py, st::CallState, pv::Vector{Float64}, t0::Float64,
+        direction::Int, rise_at_t0::Bool)
+    condition = function (u, t, integrator)
+        tf = Float64(t)
+        rise_at_t0 && tf == t0 && return -1.0
+        return py_float(st, g, "g", to_numpy(u), to_numpy(pv), tf)
+    end
+    stop! = integrator -> SciMLBase.terminate!(integrator)
+    # affect! runs at upward crossings, affect_neg! at downward ones; `nothing`
+    # ignores that direction.
+    if direction > 0
+        up, down = stop!, nothing
+    elseif direction < 0
+        up, down = nothing, stop!
+    else
+        up, down = stop!, stop!
+    end
+    # LeftRootFind: the event time is the left end of the root's final bracket, where
+    # g has not yet crossed; no saves around the affect (the solve only locates).
+    return SciMLBase.ContinuousCallback(condition, up, down;
+        rootfind = SciMLBase.LeftRootFind, save_positions = (false, false),
+        interp_points = 0)
+end
+
+# The event location behind `locate` and `locate_native`; `make` as for
+# `solve_forward`.
+function solve_locate(make, g, u0, p, t0, t1, direction, alg, rtol, atol, maxiters,
+        jac_rows, jac_cols)
+    st = CallState()
+    LAST_ERROR[] = ""
+    t1f = NaN
+    try
+        u0v = as_vec(u0)
+        pv = as_vec(p)
+        t0f = as_f64(t0)
+        t1f = as_f64(t1)
+        dir = Int(direction)
+        dir in (-1, 0, 1) || throw(ArgumentError("direction must be -1, 0 or 1, got $dir"))
+        t0f == t1f && throw(ArgumentError("t0 == t1"))
+        # A zero at t0: with direction 0 the first step's sign differs from it (unless
+        # g stays exactly 0), so pysciml's rule triggers at t0 itself.
+        g0 = py_float(st, g, "g", to_numpy(u0v), to_numpy(pv), t0f)
+        g0 == 0 && dir == 0 && return (t0f, true, 0)
+        cb = event_callback(g, st, pv, t0f, dir, g0 == 0 && dir > 0)
+        proto = jac_prototype(alg, jac_rows, jac_cols, length(u0v))
+        prob = SciMLBase.ODEProblem(make(st, proto, length(u0v), length(pv)), u0v,
+            (t0f, t1f), pv)
+        sol = OrdinaryDiffEq.solve(prob, make_solver(alg); callback = cb,
+            save_everystep = false, reltol = as_f64(rtol), abstol = as_f64(atol),
+            maxiters = Int(maxiters))
+        # The callback's terminate! is the only way to ReturnCode.Terminated here;
+        # the integrator then stands at the event time, saved last by the postamble.
+        happened = sol.retcode == SciMLBase.ReturnCode.Terminated
+        code = happened ? 0 : retcode_int(sol.retcode)
+        if code != 0
+            LAST_ERROR[] = "event location: retcode $(sol.retcode), code $code"
+            return (t1f, false, code)
+        end
+        return (happened ? Float64(sol.t[end]) : t1f, happened, 0)
+    catch e
+        return (t1f, false, failure_code!(st, e))
     end
 end

@@ -76,6 +76,32 @@ function py_into!(out::AbstractVector, st::CallState, fn::Py, name::String, args
     return nothing
 end
 
+# Call a Python function that returns one float (the event condition) and return it
+# as a Float64. Exceptions are recorded as in `py_into!` (code 4); a result that is no
+# float is a shape error (code 5), a non-finite one ends the solve as code 3 (a sign
+# test on NaN would silently see no crossing).
+function py_float(st::CallState, fn::Py, name::String, args...)
+    r = try
+        fn(args...)
+    catch e
+        st.pyerror === nothing && (st.pyerror = "$name: " * sprint(showerror, e))
+        rethrow()
+    end
+    v = try
+        pyconvert(Float64, r)
+    catch e
+        msg = "$name returned a $(pytype_name(r)), not a float"
+        st.shapeerror === nothing && (st.shapeerror = msg)
+        throw(ArgumentError(msg))
+    end
+    if !isfinite(v)
+        msg = "$name returned $v"
+        st.nonfinite === nothing && (st.nonfinite = msg)
+        throw(DomainError(v, msg))
+    end
+    return v
+end
+
 pytype_name(r) = try
     pyconvert(String, r.__class__.__name__)
 catch

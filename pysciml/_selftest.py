@@ -29,6 +29,7 @@ import scipy.linalg
 
 from ._backend import get_backend
 from ._backend.host import HostThread
+from ._event import Event
 from ._flatten import FlatVectorField, spec_of, split_args
 from ._problem import ODEProblem
 from ._sensitivity import BacksolveAdjoint, DirectAdjoint, ForwardSensitivity
@@ -221,6 +222,55 @@ def _heat_check(backend, solver):
                 f"value and gradient in {elapsed:.1f} s (compilation included)")
 
     return Check(f"heat n={HEAT_N} {type(solver).__name__} sparse Jacobian", run)
+
+
+# --- An event: the landing of a projectile without drag ------------------------------
+
+
+def _projectile(t, y, g):
+    # (x, height, vx, vheight) under gravity g, no drag: the height is a parabola in t,
+    # which every solver integrates exactly, so the errors are the event location's.
+    return jnp.stack([y[2], y[3], jnp.zeros_like(g), -g])
+
+
+PROJECTILE = ODEProblem(_projectile, 0.0, 5.0)
+PROJECTILE_V0 = 10.0
+
+
+def projectile_landing(backend, angle, g, *, h0=0.0, sign=1.0, direction=-1,
+                       sensitivity=None, tol=1e-10):
+    """The event time of a projectile thrown at speed `PROJECTILE_V0` and `angle` from
+    height `h0`, with the event condition `sign * height` crossing zero in
+    `direction` (landing: `sign=1, direction=-1`). Without drag it lands at
+    `(s + sqrt(s² + 2 g h0)) / g`, `s = v0 sin(angle)`: `2 v0 sin(angle) / g` from the
+    ground."""
+    y0 = jnp.stack([0.0, h0, PROJECTILE_V0 * jnp.cos(angle),
+                    PROJECTILE_V0 * jnp.sin(angle)])
+    event = Event(lambda t, y, g: sign * y[1], direction)
+    return solve(PROJECTILE, y0, g, saveat=jnp.array([PROJECTILE.t1]), backend=backend,
+                 sensitivity=sensitivity, rtol=tol, atol=tol, event=event).event_time
+
+
+def _event_check(backend):
+    adjoint = get_backend(backend).default_sensitivity
+
+    def run():
+        v0, angle, g = PROJECTILE_V0, 0.7, 9.81
+        landing = 2 * v0 * np.sin(angle) / g
+        errs = []
+        for sensitivity in (ForwardSensitivity(), adjoint):
+            name = type(sensitivity).__name__
+            t, (d_angle, d_g) = jax.value_and_grad(projectile_landing, argnums=(1, 2))(
+                backend, angle, g, sensitivity=sensitivity)
+            errs += [_expect(f"landing time ({name})", t, landing, 1e-8),
+                     _expect(f"dT/dangle ({name})", d_angle, 2 * v0 * np.cos(angle) / g,
+                             1e-7),
+                     _expect(f"dT/dg ({name})", d_g, -landing / g, 1e-7)]
+        return (f"landing time, dT/dangle and dT/dg (ForwardSensitivity, "
+                f"{type(adjoint).__name__}): max rel. error {max(errs):.1e} vs "
+                "2 v0 sin(angle)/g")
+
+    return Check("event: projectile landing time", run)
 
 
 # --- Threads, exit and Ctrl-C ---------------------------------------------------------
@@ -658,6 +708,7 @@ def checks(backend: str = "julia") -> list[Check]:
             for s in adjoints if s is not BacksolveAdjoint]
     heat_solver = next(s for s in implicit if s.__name__ in ("FBDF", "QNDF"))
     out.append(_heat_check(backend, heat_solver()))
+    out.append(_event_check(backend))
     out.append(_adjoint_max_steps_check(backend))
     out.append(_native_check(backend))
     if backend == "julia":

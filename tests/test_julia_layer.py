@@ -108,6 +108,62 @@ def test_native_kernels_agree_with_python_callbacks(lv_pointers, solver, sensiti
         np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-10)
 
 
+def _landing_cases():
+    """`projectile_landing` keywords and what the event time is: "landing" (the closed
+    form), "t0" (the rule counts a rise from a zero at t0: `Event`'s docstring) or
+    "t1" (no event)."""
+    return [
+        ("landing", dict(), "landing"),
+        ("from 1 m, direction 0", dict(h0=1.0, direction=0), "landing"),
+        ("-height upward", dict(sign=-1.0, direction=1), "landing"),
+        ("rise from 0, direction +1", dict(direction=1), "t0"),
+        ("zero at t0, direction 0", dict(direction=0), "t0"),
+        ("no upward crossing", dict(h0=1.0, direction=1), "t1"),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["scipy", pytest.param("julia", marks=pytest.mark.julia)])
+@pytest.mark.parametrize("name, kwargs, kind", _landing_cases(),
+                         ids=[c[0] for c in _landing_cases()])
+def test_projectile_event_time_and_gradient(backend, name, kwargs, kind):
+    """The landing time of a projectile without drag and its derivative in the launch
+    angle, against the closed form `(s + sqrt(s² + 2 g h0)) / g`, `s = v0 sin(angle)`
+    (`2 v0 sin(angle) / g` from the ground), with the backend's default adjoint; and
+    the sign rule at t0 (SciPy runs the same expectations everywhere)."""
+    from pysciml._selftest import PROJECTILE, PROJECTILE_V0, projectile_landing
+
+    angle, g = 0.7, 9.81
+    adjoint = ps.get_backend(backend).default_sensitivity
+    t, d_angle = jax.value_and_grad(projectile_landing, argnums=1)(
+        backend, angle, g, sensitivity=adjoint, **kwargs)
+    if kind == "landing":
+        h0 = kwargs.get("h0", 0.0)
+        s, c = PROJECTILE_V0 * np.sin(angle), PROJECTILE_V0 * np.cos(angle)
+        root = np.sqrt(s * s + 2 * g * h0)
+        want, want_d = (s + root) / g, c * (1 + s / root) / g
+    else:
+        want, want_d = (PROJECTILE.t0 if kind == "t0" else PROJECTILE.t1), 0.0
+    np.testing.assert_allclose(t, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(d_angle, want_d, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.julia
+def test_julia_locates_over_the_python_callbacks():
+    """`locate` (Python callbacks) rather than `locate_native`, which the default
+    `native_rhs="auto"` takes where the field compiles."""
+    from pysciml._selftest import PROJECTILE_V0, offered_pointers, projectile_landing
+
+    angle, g = 0.7, 9.81
+    with offered_pointers("julia", None) as calls:
+        t, (d_angle, d_g) = jax.value_and_grad(projectile_landing, argnums=(1, 2))(
+            "julia", angle, g, sensitivity=ps.GaussAdjoint())
+    assert calls, "the Python callbacks never ran"
+    landing = 2 * PROJECTILE_V0 * np.sin(angle) / g
+    np.testing.assert_allclose(t, landing, rtol=1e-9)
+    np.testing.assert_allclose(d_angle, 2 * PROJECTILE_V0 * np.cos(angle) / g, rtol=1e-7)
+    np.testing.assert_allclose(d_g, -landing / g, rtol=1e-7)
+
+
 # --- Runs everywhere -----------------------------------------------------------------
 
 
@@ -133,6 +189,17 @@ class _StandInBridge:
     def vjp_native(self, *args):
         self.calls.append(("vjp_native", args))
         return np.zeros(len(args[4])), np.zeros(len(args[5])), 0
+
+    # What `locate` returns: (t_event, happened, code); `None`: (t1, False, 0).
+    located = None
+
+    def locate(self, *args):
+        self.calls.append(("locate", args))
+        return self.located or (args[7], False, 0)
+
+    def locate_native(self, *args):
+        self.calls.append(("locate_native", args))
+        return self.located or (args[8], False, 0)
 
 
 def _same(a, b):
@@ -171,6 +238,78 @@ def test_julia_backend_sends_the_native_addresses_when_offered(monkeypatch):
     # Everything after the callbacks is the same on both paths.
     for (_, python), native_args in zip(bridge.calls, native, strict=True):
         assert _same(python[3:], native_args[4:])
+
+
+def test_julia_backend_sends_the_event_condition(monkeypatch):
+    """What `JuliaBackend.host_locate` sends `locate`/`locate_native` (the condition as
+    `g(u, p, t) -> float` after the vector field's callables, then `y0, p, t0, t1,
+    direction` and the solver options), and that the event time it gets back is where
+    the solve to the event then stops (a stand-in bridge: no Julia)."""
+    from pysciml._selftest import offered_pointers
+
+    bridge = _StandInBridge()
+    monkeypatch.setattr(julia_backend, "julia_module", lambda: bridge)
+    pointers = SimpleNamespace(f=SimpleNamespace(address=0x1000),
+                               vjp_u=SimpleNamespace(address=0x2000),
+                               vjp_p=SimpleNamespace(address=0x3000))
+
+    def condition(t, y, k):
+        return y[1] - k * t
+
+    problem = ps.ODEProblem(lambda t, y, k: -k * y, 0.0, 2.0)
+    y0, k = np.array([1.0, 3.0]), 0.5
+
+    def solve():
+        return ps.solve(problem, jnp.asarray(y0), k, saveat=jnp.array([0.5, 2.0]),
+                        backend="julia", sensitivity=ps.GaussAdjoint(),
+                        event=ps.Event(condition, direction=-1), rtol=1e-7,
+                        atol=1e-9, max_steps=123)
+
+    sent = {}
+    for offered, names in ((None, ["locate", "forward"]),
+                           (pointers, ["locate_native", "forward_native"])):
+        bridge.calls.clear()
+        with offered_pointers("julia", offered):
+            sol = solve()
+        assert [name for name, _ in bridge.calls] == names
+        sent[names[0]] = bridge.calls[0][1]
+        # No event: the solve runs to t1.
+        assert float(sol.event_time) == 2.0 and not bool(sol.event_happened)
+    python, native = sent["locate"], sent["locate_native"]
+    assert all(callable(a) for a in python[:4])
+    assert native[:3] == (0x1000, 0x2000, 0x3000) and callable(native[3])
+    g = python[3]
+    u, p, t = np.array([2.0, 1.25]), np.array([0.5]), 0.75
+    value = g(u, p, t)  # the bridge's order: (u, p, t)
+    assert type(value) is float and value == condition(t, u, 0.5)
+    assert native[4](u, p, t) == value
+    expected = (0.0, 2.0, -1, "Tsit5", 1e-7, 1e-9, 123)
+    assert _same(python[4:6], (y0, p)) and python[6:13] == expected
+    assert _same(python[4:], native[5:])
+    assert [len(a) for a in python[13:]] == [0, 0]  # no sparsity pattern
+
+    # An event at t = 1.25: the solve to it stops there (save times beyond it are held
+    # at it, and repeated ones are solved once: `SaveTimes`).
+    bridge.located = (1.25, True, 0)
+    bridge.calls.clear()
+    with offered_pointers("julia", None):
+        sol = solve()
+    assert float(sol.event_time) == 1.25 and bool(sol.event_happened)
+    (name, args), = [c for c in bridge.calls if c[0] == "forward"]
+    np.testing.assert_array_equal(args[7], [0.5, 1.25])
+
+
+def test_julia_condition_callback_reports_its_error():
+    callbacks = _callbacks()
+
+    def boom(t, y, p):
+        raise NonFiniteError("the event condition")
+
+    cb = julia_backend.JuliaCallbacks(callbacks, boom)
+    with pytest.raises(NonFiniteError):
+        cb.g(np.ones(2), np.ones(4), 0.0)
+    # The bridge reports code 4 for the Python exception; it is refined from it.
+    assert cb.code(VECTOR_FIELD_ERROR) == NONFINITE
 
 
 def test_native_pointers_are_used_unless_refused():

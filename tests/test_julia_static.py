@@ -18,7 +18,8 @@ JULIA_DIR = ROOT / "julia"
 JULIA_FILES = sorted(JULIA_DIR.rglob("*.jl"))
 
 # Names the Python side relies on (kept in sync with pysciml by hand).
-CALLED_FUNCTIONS = {"forward", "vjp", "forward_native", "vjp_native"}
+CALLED_FUNCTIONS = {"forward", "vjp", "forward_native", "vjp_native", "locate",
+                    "locate_native"}
 SOLVERS = {"Tsit5", "DP5", "DP8", "Kvaerno5", "Rodas5P", "FBDF"}
 SENSEALGS = {"GaussAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "BacksolveAdjoint"}
 # Modules a `using`/`import` may name without a [deps] entry.
@@ -283,7 +284,7 @@ def test_bridge_takes_the_sparsity_pattern():
 def test_native_entries_take_the_arguments_of_the_python_ones():
     """`JuliaBackend` sends `forward_native`/`vjp_native` the three kernel addresses and
     `poll` in place of the three callables, then the same arguments as to
-    `forward`/`vjp`."""
+    `forward`/`vjp`/`locate`."""
     source = (JULIA_DIR / "PySciML.jl").read_text()
 
     def params(name):
@@ -291,8 +292,30 @@ def test_native_entries_take_the_arguments_of_the_python_ones():
         assert match, name
         return [p.strip() for p in match.group(1).split(",")]
 
-    for name in ("forward", "vjp"):
+    for name in ("forward", "vjp", "locate"):
         python, native = params(name), params(f"{name}_native")
         assert python[:3] == native[:3] == ["f", "vjp_u", "vjp_p"]
         assert native[3] == "poll"
         assert native[4:] == python[3:]
+
+
+def test_locate_takes_the_arguments_julia_backend_sends():
+    """`JuliaBackend.host_locate` sends, after the callables (and `poll`), the condition
+    `g`, then `y0, p, t0, t1, direction`, then the arguments of `forward` after `ts`;
+    `tests/test_julia_layer.py` checks the Python side of the same order."""
+    source = (JULIA_DIR / "PySciML.jl").read_text()
+
+    def params(name):
+        match = re.search(rf"^function {name}\((.*?)\)\n", source, re.S | re.M)
+        assert match, name
+        return [p.strip() for p in match.group(1).split(",")]
+
+    forward = params("forward")
+    assert params("locate") == (forward[:3] + ["g", "u0", "p", "t0", "t1", "direction"]
+                                + forward[8:])
+    assert params("locate_native")[4] == "g"
+    # The ContinuousCallback's affects: which crossing directions terminate.
+    assert re.search(r"direction > 0\n\s+up, down = stop!, nothing\n", source)
+    assert re.search(r"direction < 0\n\s+up, down = nothing, stop!\n", source)
+    assert re.search(r"else\n\s+up, down = stop!, stop!\n", source)
+    assert "SciMLBase.ContinuousCallback(condition, up, down;" in source

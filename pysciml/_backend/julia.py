@@ -68,8 +68,10 @@ _SENSEALGS = {
 
 class JuliaCallbacks:
     """The Python functions that Julia calls, in the argument order of the bridge:
-    `f(u, p, t)`, `vjp_u(λ, u, p, t)`, `vjp_p(λ, u, p, t)`. Each copies its inputs
-    (Julia reuses its buffers) and returns a fresh float64 NumPy vector.
+    `f(u, p, t)`, `vjp_u(λ, u, p, t)`, `vjp_p(λ, u, p, t)`, and, given the event
+    condition `event(t, y, p) -> float` (`host_locate`), `g(u, p, t) -> float`. Each
+    copies its inputs (Julia reuses its buffers) and returns a fresh float64 NumPy
+    vector (`g`: a float).
 
     SciMLSensitivity asks for `λᵀ∂f/∂u` and `λᵀ∂f/∂p` in two calls at the same point;
     the fused JAX callback computes both at once, so the second call is served from a
@@ -77,8 +79,9 @@ class JuliaCallbacks:
     only that a callback failed.
     """
 
-    def __init__(self, callbacks):
+    def __init__(self, callbacks, event=None):
         self.callbacks = callbacks
+        self.event = event
         self.error = None
         self._key = None
         self._value = None
@@ -94,6 +97,11 @@ class JuliaCallbacks:
     def f(self, u, p, t):
         return self._guard(
             self.callbacks.f, float(t), np.array(u, np.float64), np.array(p, np.float64)
+        )
+
+    def g(self, u, p, t):
+        return self._guard(
+            self.event, float(t), np.array(u, np.float64), np.array(p, np.float64)
         )
 
     def _vjp(self, lam, u, p, t):
@@ -204,6 +212,12 @@ class JuliaBackend(AbstractHostBackend):
     a non-finite kernel output ends the solve as `nonfinite`, and Ctrl-C still stops
     it (the bridge polls Python every 10 ms). Otherwise the Python callbacks above.
 
+    Events (`solve(event=...)`): `host_locate` calls the bridge's `locate` (or
+    `locate_native`), which solves with a terminal `ContinuousCallback` around the
+    condition, a Python callback `g(u, p, t)`; only the event time comes back, and
+    `solve` differentiates the solve to that fixed time as usual. Written from the
+    SciMLBase and DiffEqBase sources, never run (julia/NOTES.md, "Events").
+
     The adjoint is integrated with the forward solver, so stiff problems get stiff
     adjoints (implicit, with finite-difference Jacobians of the adjoint system: Float64
     only, no dual numbers reach Python).
@@ -285,3 +299,21 @@ class JuliaBackend(AbstractHostBackend):
         if code not in (0, NONFINITE, VECTOR_FIELD_ERROR):
             _julia_message(jl, "adjoint solve", options)
         return np.array(du0, np.float64), np.array(dp, np.float64), code
+
+    def host_locate(self, callbacks, problem, event, y0, p, options):
+        jl = julia_module()
+        cb = JuliaCallbacks(callbacks, event)
+        pointers = _native_pointers(self, callbacks)  # alive until Julia returns
+        args = (y0, p, problem.t0, problem.t1, int(problem.event.direction),
+                _ALGS[type(options.solver)], options.rtol, options.atol,
+                options.max_steps, *_jac_pattern(problem))
+        if pointers is None:
+            result = jl.locate(cb.f, cb.vjp_u, cb.vjp_p, cb.g, *args)  # not run in CI
+        else:
+            result = jl.locate_native(*_addresses(pointers), cb.poll, cb.g,
+                                      *args)  # likewise
+        t_event, happened, code = result
+        code = cb.code(int(code))
+        if code not in (0, NONFINITE, VECTOR_FIELD_ERROR):
+            _julia_message(jl, "event location", options)
+        return float(t_event), bool(happened), code

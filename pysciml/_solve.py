@@ -263,6 +263,10 @@ def _solve_flat_forward_mode_jvp(static: _Static, primals, tangents):
         aug, field.initial_state(y0), p, ts
     )
     ys, s = field.split(zs)
+    # A failed solve's sensitivities are NaN; `solve` replaces its values by NaN with
+    # zero derivatives, but `grad` transposes this product, and a zero cotangent
+    # times a NaN `S` would still poison the sum over a batch. So: zero.
+    s = jnp.where((code != RESULTS.successful._value)[..., None, None, None], 0.0, s)
     dys = s @ jnp.concatenate([dy0, dp])
 
     def no_tangent(x):

@@ -239,3 +239,26 @@ def test_reverse_over_reverse_with_checkpointed_adjoint_fails_clearly():
 
     with pytest.raises(ValueError, match="while_loop"):
         jax.jacrev(jax.jacrev(loss))(0.7)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("how", ["forward", "adjoint"])
+def test_failed_member_does_not_poison_the_batch_gradient(backend, how):
+    """A member whose solve fails (max_steps) is dropped by the loss; the gradient of
+    the sum over the batch with respect to a shared input is the others' (exp decay:
+    d/dv Σ v e^{-k}), not NaN. Both the forward-sensitivity product `S @ dx` and a
+    host adjoint (which would re-solve, fail again and return NaN) once poisoned it."""
+    problem = ps.ODEProblem(lambda t, y, k: -k * y, 0.0, 1.0)
+    sensitivity = ps.ForwardSensitivity() if how == "forward" else None
+    if how == "adjoint":
+        sensitivity = ps.get_backend(backend).default_sensitivity
+
+    def member(v, k):
+        sol = ps.solve(problem, jnp.stack([v, v]), k, saveat=jnp.array([1.0]),
+                       backend=backend, sensitivity=sensitivity, throw=False,
+                       max_steps=16)
+        return jnp.where(sol.result == ps.RESULTS.successful, sol.ys[0, 0], 0.0)
+
+    ks = jnp.array([1.0, 1e5, 1.0])  # 1e5: stiff, beyond 16 explicit steps
+    grad = jax.grad(lambda v: jax.vmap(member, in_axes=(None, 0))(v, ks).sum())(1.0)
+    np.testing.assert_allclose(grad, 2 * np.exp(-1.0), rtol=1e-6)

@@ -3,6 +3,7 @@
 from typing import ClassVar
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
@@ -38,6 +39,22 @@ def _adjoint(sensitivity: AbstractSensitivity) -> diffrax.AbstractAdjoint:
         # solved by this backend); the solve itself is never differentiated by diffrax.
         return diffrax.ForwardMode()
     raise AssertionError(sensitivity)  # `solve` checked support against the table.
+
+
+class _Bisection(optx.Bisection):
+    """`optimistix.Bisection` that takes the orientation of `g` from the bracket
+    without requiring a strict sign change in it. Diffrax root-finds every item of a
+    `vmap`ped batch once any item has an event, with `g` replaced by the distance to
+    the step's end (zero at the bracket's upper end) for the items without one;
+    `optimistix.Bisection(flip="detect")` raises "The root is not contained in
+    [lower, upper]" on those (optimistix 0.1.0, `Bisection.init`)."""
+
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        fixed = optx.Bisection(rtol=self.rtol, atol=self.atol, flip=False)
+        state = fixed.init(fn, y, args, options, f_struct, aux_struct, tags)
+        lower_val, _ = fn(state.lower, args)
+        upper_val, _ = fn(state.upper, args)
+        return eqx.tree_at(lambda s: s.flip, state, lower_val > upper_val)
 
 
 def _code(result) -> jax.Array:
@@ -161,7 +178,7 @@ class DiffraxBackend(AbstractBackend):
 
         tol = 100 * float(jnp.finfo(y0.dtype).eps)
         direction = {0: None, 1: True, -1: False}[event.direction]
-        return diffrax.Event(cond_fn, optx.Bisection(rtol=tol, atol=tol), direction)
+        return diffrax.Event(cond_fn, _Bisection(rtol=tol, atol=tol), direction)
 
     def events_differentiated(self, options):
         # diffrax differentiates its own event (the implicit function theorem on its

@@ -267,7 +267,9 @@ class JuliaBackend(AbstractHostBackend):
         jl = julia_module()
         cb = JuliaCallbacks(callbacks)
         pointers = _native_pointers(self, callbacks)  # alive until Julia returns
-        args = (y0, p, problem.t0, problem.t1, ts, _ALGS[type(options.solver)],
+        # Up to the last save time, not `t1`, as the SciPy backend does: nothing past
+        # it is needed, and past an event the field may be undefined.
+        args = (y0, p, problem.t0, float(ts[-1]), ts, _ALGS[type(options.solver)],
                 options.rtol, options.atol, options.max_steps, *_jac_pattern(problem))
         if pointers is None:
             result = jl.forward(cb.f, cb.vjp_u, cb.vjp_p, *args)  # not run in CI
@@ -287,7 +289,7 @@ class JuliaBackend(AbstractHostBackend):
         jl = julia_module()
         cb = JuliaCallbacks(callbacks)
         pointers = _native_pointers(self, callbacks)  # alive until Julia returns
-        args = (y0, p, problem.t0, problem.t1, ts, ys_bar, _ALGS[type(options.solver)],
+        args = (y0, p, problem.t0, float(ts[-1]), ts, ys_bar, _ALGS[type(options.solver)],
                 _SENSEALGS[type(options.sensitivity)], options.rtol, options.atol,
                 options.max_steps, *_jac_pattern(problem))
         if pointers is None:

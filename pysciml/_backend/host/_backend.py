@@ -196,7 +196,13 @@ class AbstractHostBackend(AbstractBackend):
         if entry is not None and entry[0] in (problem, forward_problem):
             saved = entry[1]
         try:
-            if times.unique.size:
+            if times.unique.size and not bar.any():
+                # A zero cotangent (the member of a batch whose failed solve `solve`
+                # replaced by NaN, or an output the loss ignores): a zero VJP, without
+                # a backward solve that could fail again and return NaN, which would
+                # poison a sum over the batch through 0 * NaN.
+                y0_bar, p_bar, code = np.zeros(n), np.zeros(m), SUCCESS
+            elif times.unique.size:
                 y0_bar, p_bar, code = self.host_vjp(
                     callbacks, problem, np.array(y0_, dtype=np.float64),
                     np.array(p_, dtype=np.float64), times.unique, bar, options,

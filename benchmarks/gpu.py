@@ -2,9 +2,11 @@
 identical work, on large vmapped batches. Written for a lent GPU machine with a few
 minutes of wall time; `--quick` runs the same code with tiny sizes on CPU.
 
-    # on the GPU machine (repository root; no install, pysciml from the tree):
-    PYSCIML_COMMIT=<sha> PYTHONPATH=. python benchmarks/gpu.py --out "$OUT"
-    # here, a smoke run on CPU (tiny sizes; NOT figures):
+    # on the GPU machine, from the repository root (no install: pysciml from the
+    # tree; no .git there, so the commit comes from $PYSCIML_COMMIT). About 4 min:
+    PYSCIML_COMMIT=<sha> PYTHONPATH=. python3 benchmarks/gpu.py --out "$OUT"
+    # a smoke run on CPU (tiny sizes, few rounds; NOT figures). About 2 min on a quiet
+    # 2-core machine; under load `--budget-s` skips the last sections (raise it):
     PYTHONPATH=. .venv/bin/python benchmarks/gpu.py --quick
 
 Sections, in this order (the order is the priority: `--budget-s` skips what is left):
@@ -32,13 +34,17 @@ Sections, in this order (the order is the priority: `--budget-s` skips what is l
   for a curve with the B = 16384 point (`--quick`: B = 16, forward only).
 
 Method (as `_common.compare`, but stopping at the budget): every function is lowered
-(`jax.jit(f).lower`) and compiled (`.compile()`; the compiles of a section in parallel
-threads) before timing, and the lowering, compile and first-call times are recorded
-apart; then each pair (raw, pysciml) is warmed up and timed in interleaved rounds, the
-order alternating every round, each sample ending in `jax.block_until_ready`. A figure
-is the median and IQR over rounds of the paired ratio pysciml / raw of the same round,
-and the time per solve (µs = sample time / B) of each side. Before timing, the two
-sides' outputs are compared (same work, same dtype). Goal: ratio <= 1.05.
+(`jax.jit(f).lower`) and compiled (`.compile()`, in a pool of threads, overlapping the
+lowering of the next function; the neural ODE's two steps in turn) before timing, and
+the lowering, compile and first-call times are recorded apart. Then each pair (raw,
+pysciml) is warmed up and timed in interleaved rounds (at most `--rounds`, 21; at
+least `--min-rounds`, 7; stopping after `--case-cap-s`, 6 s), the order alternating
+every round, each sample ending in `jax.block_until_ready`. A figure is the median and
+IQR over rounds of the paired ratio pysciml / raw of the same round, and the time per
+solve (µs = sample time / B) of each side. Before timing, the two sides' outputs are
+compared (same work, same dtype). Goal: ratio <= 1.05. Budget: no section starts with
+less than `--min-left-s` (25 s) of `--budget-s` (200 s) left, and no round starts
+after it; at `--hard-limit-s` (budget + 35 s) the script saves what it has and exits.
 
 Precision is switched per section with `jax.config.update("jax_enable_x64", ...)`;
 `--isolate` instead runs each section in a subprocess of its own (use it if mixing
@@ -217,10 +223,17 @@ def build(specs: dict, workers: int) -> tuple[dict, dict, dict]:
     total = {"lower_s": sum(i["lower_s"] for i in info.values()),
              "compile_sum_s": sum(i["compile_s"] for i in info.values()),
              "lower_and_compile_wall_s": build_wall, "workers": workers}
+    log("  lower/compile/first call (s): " + "; ".join(
+        f"{_name(k)} {v['lower_s']:.1f}/{v['compile_s']:.1f}/{v['first_call_s']:.2f}"
+        for k, v in info.items()))
     log(f"  built {len(specs)} functions in {build_wall:.1f}s (lowering "
         f"{total['lower_s']:.1f}s in turn, compiles {total['compile_sum_s']:.1f}s "
         f"summed in {workers} threads, overlapping)")
     return compiled, outs, {"functions": info, "total": total}
+
+
+def _name(key) -> str:
+    return " ".join(str(k) for k in key) if isinstance(key, tuple) else str(key)
 
 
 def time_rounds(fns: dict, *, rounds: int, min_rounds: int, cap_s: float,
@@ -563,7 +576,10 @@ def nn_section(section: dict, batch: int, opts, budget: Budget) -> None:
     inputs = (params, s.opt_state, s.y0s, s.targets)
     specs = {RAW: (arrays_only(s.make_step(s.raw_one)), inputs),
              PS: (arrays_only(s.make_step(s.ps_one)), inputs)}
-    compiled, outs, info = build(specs, opts.compile_workers)
+    # Compiled in turn: XLA autotunes the MLP's matrix products on the GPU, and two
+    # compiles autotuning at once could pick different kernels for the two sides; in
+    # turn, the second reuses the first's choices (XLA's autotuning cache).
+    compiled, outs, info = build(specs, 1)
     section["build"] = info["functions"]
     section["build_total"] = info["total"]
     try:
@@ -629,6 +645,7 @@ def run_sections(opts, budget: Budget, data: dict) -> None:
              "nn": 8 if opts.quick else 1024}
     for name in opts.sections:
         section = data["sections"].setdefault(name, {"cases": {}})
+        section["status"] = "running (if this stays, the hard limit stopped it)"
         t = time.perf_counter()
         log(f"== section {name} (budget left {budget.left():.0f}s) ==")
         if not budget.enough():

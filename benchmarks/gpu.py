@@ -810,7 +810,8 @@ def main(argv=None) -> int:
             f"{opts.budget_s:.0f}s, hard limit {opts.hard_limit_s:.0f}s; sections "
             f"{','.join(opts.sections)}; results {REC.path}")
         for reason in prov.get("not_a_figure_because", []):
-            if "no git commit" in reason and commit["commit"]:
+            if commit["commit_source"] == "$PYSCIML_COMMIT" and (
+                    "no git commit" in reason or "git status failed" in reason):
                 continue
             log(f"# note: {reason}")
     budget = Budget(opts.budget_s, opts.min_left_s)

@@ -8,8 +8,8 @@ One step = forward, gradient and Adam update for an MLP 2→64→64→2 field, b
 `overhead.py --part nn`, whose `nn_setup` this reuses). Figures, as paired ratios over
 interleaved rounds (median and IQR): pysciml on the Diffrax backend against the raw
 anchor doing identical work (goal ≤ 1.05), and the SciPy backend's step against the
-same anchor, in rounds of their own. A GPU figure (batch 1024) needs a lent GPU machine; on CPU this script
-says so and skips it.
+same anchor, in rounds of their own. The GPU figure (batch 1024) is `gpu.py`'s, on a
+lent GPU machine.
 """
 
 import argparse
@@ -112,8 +112,7 @@ def main() -> None:
                anchor="pysciml scipy, batch_mode='loop'", what="stacked / loop")
     accuracy(s, ps, {"stacked": scipy_one, "loop": loop_one})
     if jax.default_backend() == "gpu":
-        print("\n(GPU present: run with a batch of 1024 by editing `batch` in "
-              "overhead.nn_setup.)")
+        print("\n(GPU present: `benchmarks/gpu.py` times this step at batch 1024.)")
     else:
         print(f"\nGPU figure skipped: JAX runs on {jax.default_backend()!r} here.")
     run.footer()

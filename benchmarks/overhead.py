@@ -146,8 +146,9 @@ def part_lv(rounds: int) -> list[dict]:
 # --------------------------------------------------------------------------------------
 
 
-def nn_setup():
-    """The neural ODE case, shared with `diagnose_nn.py`. Call with x64 off."""
+def nn_setup(batch: int = 32):
+    """The neural ODE case, shared with `diagnose_nn.py`, `neural_ode.py` and `gpu.py`
+    (which passes a larger `batch`). Call with x64 off."""
     import types
 
     import diffrax
@@ -163,7 +164,7 @@ def nn_setup():
     assert not jax.config.jax_enable_x64, "the neural ODE case runs in float32"
     f32 = jnp.float32
     rtol = atol = 1e-4
-    batch, nsave, t1 = 32, 100, 10.0
+    nsave, t1 = 100, 10.0
 
     mlp = eqx.nn.MLP(
         2, 2, 64, depth=2, activation=jax.nn.softplus, key=jax.random.PRNGKey(0)

@@ -23,8 +23,9 @@ Sections, in this order (the order is the priority: `--budget-s` skips what is l
   speed ~ U(15, 30), angle ~ U(30°, 60°) (y0 built from them, so the gradient goes
   through y0 and args). The solve stops where the height crosses zero downwards:
   pysciml `ps.Event(lambda t, y, args: y[1], direction=-1)`, raw `diffrax.Event(...,
-  optimistix.Newton(rtol=1e-12, atol=1e-12), direction=False)` (pysciml's own choice of
-  root finder and tolerance in float64). Forward: the landing times; gradient: of their
+  optimistix.Newton(rtol=1e-12, atol=1e-12), direction=False)`: raw diffrax's fastest
+  root finder that is right on this problem (pysciml uses a bracketed bisection at
+  100 eps, since Newton leaves a step that also holds an extremum of the condition). Forward: the landing times; gradient: of their
   sum with respect to the (B, 3) parameters. Span [0, 10], same solver settings as LV.
   pysciml saves at `saveat=[0.]` (it needs one save time), raw at `t1` only.
 - `nn`: the neural ODE train step of `overhead.py --part nn` (`nn_setup`, MLP

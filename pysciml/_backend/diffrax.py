@@ -3,10 +3,8 @@
 from typing import ClassVar
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optimistix as optx
 
 from .._sensitivity import (
     AbstractSensitivity,
@@ -17,6 +15,7 @@ from .._sensitivity import (
 )
 from .._solution import RESULTS
 from .._solver import AbstractSolver, Dopri5, Dopri8, Kvaerno5, Tsit5
+from ._root import BracketedNewton
 from .base import AbstractBackend, FlatProblem, SolveOptions
 
 _SOLVERS = {
@@ -39,22 +38,6 @@ def _adjoint(sensitivity: AbstractSensitivity) -> diffrax.AbstractAdjoint:
         # solved by this backend); the solve itself is never differentiated by diffrax.
         return diffrax.ForwardMode()
     raise AssertionError(sensitivity)  # `solve` checked support against the table.
-
-
-class _Bisection(optx.Bisection):
-    """`optimistix.Bisection` that takes the orientation of `g` from the bracket
-    without requiring a strict sign change in it. Diffrax root-finds every item of a
-    `vmap`ped batch once any item has an event, with `g` replaced by the distance to
-    the step's end (zero at the bracket's upper end) for the items without one;
-    `optimistix.Bisection(flip="detect")` raises "The root is not contained in
-    [lower, upper]" on those (optimistix 0.1.0, `Bisection.init`)."""
-
-    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
-        fixed = optx.Bisection(rtol=self.rtol, atol=self.atol, flip=False)
-        state = fixed.init(fn, y, args, options, f_struct, aux_struct, tags)
-        lower_val, _ = fn(state.lower, args)
-        upper_val, _ = fn(state.upper, args)
-        return eqx.tree_at(lambda s: s.flip, state, lower_val > upper_val)
 
 
 def _code(result) -> jax.Array:
@@ -157,17 +140,11 @@ class DiffraxBackend(AbstractBackend):
         event, field = problem.event, problem.vector_field
         y0_c, p_c = jax.lax.stop_gradient((y0, p))
         t0 = jnp.asarray(problem.t0, y0.dtype)
-        # Bisection on the dense output of the step where the sign changed, to near
-        # rounding, so that the event time is as accurate as the solution. Not
-        # Newton: it starts from the end of the step and is not kept inside it, so a
-        # step that holds the crossing and an extremum of `g` (a projectile passing
-        # a height on its way up, then its apex) sends it to the wrong root or out
-        # of the step (raw diffrax 0.7.2 fails there with "maximum number of steps
-        # was reached in the nonlinear solver"; `tests/test_events.py`). Optimistix
-        # stops when both the bracket and `|g|` are below `atol`, so `g` is divided
+        # A Newton iteration kept inside the step where the sign changed
+        # (`BracketedNewton`), to near rounding, so that the event time is as
+        # accurate as the solution. Optimistix's tests are absolute, so `g` is divided
         # by its scale over the span (its value at t0, or its rate there times the
-        # span): `|g|` is then O(1), and the test in `g` is as strict as the one in
-        # `t` whatever the units of `g`.
+        # span): `|g|` is then O(1) whatever the units of `g`.
         g0, g0_dot = jax.jvp(lambda t, y: event(t, y, p_c), (t0, y0_c),
                              (jnp.ones_like(t0), field(t0, y0_c, p_c)))
         scale = jnp.maximum(jnp.abs(g0), jnp.abs(g0_dot) * (problem.t1 - problem.t0))
@@ -178,7 +155,7 @@ class DiffraxBackend(AbstractBackend):
 
         tol = 100 * float(jnp.finfo(y0.dtype).eps)
         direction = {0: None, 1: True, -1: False}[event.direction]
-        return diffrax.Event(cond_fn, _Bisection(rtol=tol, atol=tol), direction)
+        return diffrax.Event(cond_fn, BracketedNewton(rtol=tol, atol=tol), direction)
 
     def events_differentiated(self, options):
         # diffrax differentiates its own event (the implicit function theorem on its

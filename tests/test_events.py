@@ -64,21 +64,6 @@ CASES = [(b, s) for b in BACKENDS for s in _sensitivities(b)]
 IDS = [f"{b}-{type(s).__name__}" for b, s in CASES]
 
 
-@pytest.mark.parametrize("backend,sensitivity", CASES, ids=IDS)
-def test_projectile_without_drag_closed_form(backend, sensitivity):
-    theta, v0 = 0.7, 10.0
-    f = _time_and_range(backend, sensitivity)
-    value = f(theta, v0, 0.0)
-    jac = jnp.stack(jax.jacrev(f, argnums=(0, 1))(theta, v0, 0.0), axis=-1)
-    want = np.array([2 * v0 * np.sin(theta) / G, v0**2 * np.sin(2 * theta) / G])
-    want_jac = np.array([
-        [2 * v0 * np.cos(theta) / G, 2 * np.sin(theta) / G],
-        [2 * v0**2 * np.cos(2 * theta) / G, 2 * v0 * np.sin(2 * theta) / G],
-    ])
-    np.testing.assert_allclose(value, want, rtol=1e-8)
-    np.testing.assert_allclose(jac, want_jac, rtol=1e-8)
-
-
 def _drag_reference(theta, v0, k):
     """Landing time and range under linear drag, and their derivatives with respect
     to (theta, k), from the Lambert-W closed form."""
@@ -100,16 +85,34 @@ def _drag_reference(theta, v0, k):
 
 
 @pytest.mark.parametrize("backend,sensitivity", CASES, ids=IDS)
-def test_linear_drag_lambert_w(backend, sensitivity):
-    theta, v0, k = 0.9, 25.0, 0.35
-    want, want_jac = _drag_reference(theta, v0, k)
+def test_landing_time_and_range_against_closed_forms(backend, sensitivity):
+    """Two throws in one `vmap`ped solve (one compile per case): without drag against
+    `2 v sin θ / g` and `v² sin 2θ / g`, with linear drag against the Lambert-W
+    closed form; values and derivatives."""
+    params = jnp.array([[0.7, 10.0, 0.0], [0.9, 25.0, 0.35]])  # (θ, v0, k)
     f = _time_and_range(backend, sensitivity)
-    value = f(theta, v0, k)
-    jac = jnp.stack(jax.jacrev(f, argnums=(0, 2))(theta, v0, k), axis=-1)
-    # The solution is no longer polynomial: the solve's own error (rtol = atol =
-    # 1e-10) and that of a continuous adjoint set the tolerance.
-    np.testing.assert_allclose(value, want, rtol=1e-8)
-    np.testing.assert_allclose(jac, want_jac, rtol=1e-6)
+
+    def g(x):
+        return f(x[0], x[1], x[2])
+
+    value = jax.vmap(g)(params)
+    jac = jax.vmap(jax.jacrev(g))(params)  # (throw, [T, range], [θ, v0, k])
+
+    theta, v0 = 0.7, 10.0
+    want = np.array([2 * v0 * np.sin(theta) / G, v0**2 * np.sin(2 * theta) / G])
+    want_jac = np.array([
+        [2 * v0 * np.cos(theta) / G, 2 * np.sin(theta) / G],
+        [2 * v0**2 * np.cos(2 * theta) / G, 2 * v0 * np.sin(2 * theta) / G],
+    ])
+    # A quadratic trajectory: every solver is exact; the root finders reach ~1e-14.
+    np.testing.assert_allclose(value[0], want, rtol=1e-8)
+    np.testing.assert_allclose(jac[0][:, :2], want_jac, rtol=1e-8)
+
+    want, want_jac = _drag_reference(0.9, 25.0, 0.35)
+    # With drag the solution is no longer polynomial: the solve's own error (rtol =
+    # atol = 1e-10) and that of a continuous adjoint set the tolerance.
+    np.testing.assert_allclose(value[1], want, rtol=1e-8)
+    np.testing.assert_allclose(jac[1][:, [0, 2]], want_jac, rtol=1e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import BACKENDS, SENSITIVITIES_BY_BACKEND
 from scipy.special import lambertw
 
 import pysciml as ps
-from helpers import BACKENDS, SENSITIVITIES_BY_BACKEND
 
 G = 9.81
 

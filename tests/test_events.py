@@ -310,32 +310,5 @@ def _land_with(event):
                     event=event)
 
 
-def test_nuts_recovers_drag_from_landing_times():
-    """Posterior recovery on synthetic data with a known truth: landing times of five
-    throws with noise sd 0.02 s; the posterior of k covers the truth."""
-    import numpyro
-    import numpyro.distributions as dist
-    from numpyro.infer import MCMC, NUTS
-
-    k_true, sd = 0.3, 0.02
-    thetas = jnp.linspace(0.4, 1.2, 5)
-
-    def times(k):
-        def one(theta):
-            sol = _land(theta, 20.0, k, "diffrax", throw=False, rtol=1e-8, atol=1e-8)
-            return sol.event_time
-
-        return jax.vmap(one)(thetas)
-
-    observed = times(k_true) + sd * jax.random.normal(jax.random.key(0), (5,))
-
-    def model():
-        k = numpyro.sample("k", dist.LogNormal(jnp.log(0.2), 1.0))
-        numpyro.sample("t", dist.Normal(times(k), sd), obs=observed)
-
-    mcmc = MCMC(NUTS(model), num_warmup=150, num_samples=200, progress_bar=False)
-    mcmc.run(jax.random.key(1))
-    k = np.asarray(mcmc.get_samples()["k"])
-    lo, hi = np.quantile(k, [0.01, 0.99])
-    assert lo < k_true < hi
-    assert np.std(k) < 0.1  # the data constrain k
+# NUTS with an event-time likelihood (posterior recovery of a drag coefficient from
+# landing times and distances): `tests/test_example_projectile_drag.py`.

@@ -34,14 +34,16 @@ paired ratios over interleaved rounds against an anchor timed in the same proces
    dense output (what `solve_ivp` does, less its bookkeeping), both with a
    hand-written NumPy right-hand side. pysciml's SciPy gradients (default and
    `InterpolatingAdjoint`) against the same raw forward. Report only, no goal.
-5. Diagnose: where pysciml's forward and gradient time goes, by raw Diffrax variants
-   that each add one thing pysciml's diffeqsolve does (the condition divided by a
-   scale computed at t0, the `SubSaveAt` pair, `throw=False`, all three; for the
-   gradient also the saved states in the loss with weight 0, so that their zero
-   cotangents are not dropped), the Diffrax backend's own diffeqsolve called
-   directly (`DiffraxBackend._solve`: pysciml less `solve`'s wrapper), pysciml
-   returning the whole `Solution`, the count of the condition's evaluations (steps
-   and Newton iterations), and the size of the compiled HLO. On SciPy, one pysciml
+5. Diagnose: where pysciml's forward and gradient time goes (one solve, and vmapped
+   over the 64 angles), by raw Diffrax variants that each add one thing pysciml's
+   diffeqsolve does (the condition divided by a scale computed at t0, the
+   `SubSaveAt` pair, the same pair without a save-time loop, `throw=False`, all
+   three; for the gradient also the saved states in the loss with weight 0, so that
+   their zero cotangents are not dropped), the Diffrax backend's own diffeqsolve
+   called directly (`DiffraxBackend._solve`: pysciml less `solve`'s wrapper), with
+   and without `event_outputs` (the grazing test), pysciml returning the whole
+   `Solution`, the count of the condition's evaluations (steps and Newton
+   iterations), and the size of the compiled HLO. On SciPy, one pysciml
    solve without an event to the landing time (the second of the two solves that
    pysciml's SciPy forward makes).
 """
@@ -73,7 +75,7 @@ from scipy.optimize import brentq  # noqa: E402
 
 import pysciml as ps  # noqa: E402
 from pysciml._backend.base import FlatProblem, SolveOptions  # noqa: E402
-from pysciml._event import FlatEvent  # noqa: E402
+from pysciml._event import FlatEvent, event_outputs  # noqa: E402
 from pysciml._flatten import FlatVectorField, spec_of, split_args  # noqa: E402
 
 GOAL = 1.1
@@ -150,6 +152,9 @@ def raw_sol(theta, k, *, ts=None, scaled=False, subs=False, throw=True,
     if ts is not None:
         saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts),
                                       diffrax.SubSaveAt(t1=True)])
+    elif subs == "t0":  # the same pair of outputs, without a save-time loop
+        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(t0=True),
+                                      diffrax.SubSaveAt(t1=True)])
     elif subs:
         saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.array([T0])),
                                       diffrax.SubSaveAt(t1=True)])
@@ -178,10 +183,12 @@ def raw_traj(theta, k, ts):
     return sol.ys[0], sol.ts[1][0]
 
 
-def backend_time(theta, k):
+def backend_time(theta, k, outputs=False):
     """Diagnose only: the Diffrax backend's own diffeqsolve (`DiffraxBackend._solve`
     with its `_event`), called directly on the problem as `solve` flattens it: all of
-    pysciml's solve less `solve`'s wrapper (checks, custom_vjp, `event_outputs`)."""
+    pysciml's solve less `solve`'s wrapper (checks, custom_vjp, `event_outputs`).
+    `outputs=True` adds `event_outputs` (the grazing test) as `solve` calls it on
+    Diffrax with `DiscreteAdjoint` (no implicit correction)."""
     y0, a = launch(theta), args_of(k)
     dynamic, static = split_args(a)
     y_spec, p_spec = spec_of(y0), spec_of(dynamic)
@@ -192,8 +199,13 @@ def backend_time(theta, k):
                            atol=ATOL, max_steps=4096, throw=True)
     backend = ps.get_backend("diffrax")
     p = p_spec.flatten(dynamic, dtype=y0.dtype)
-    _, (_, _, t_event, _) = backend._solve(flat, options, jnp.array([T0]), y0, p,
-                                           event=backend._event(flat, y0, p))
+    ys, (_, _, t_event, happened) = backend._solve(
+        flat, options, jnp.array([T0]), y0, p, event=backend._event(flat, y0, p))
+    if outputs:
+        t_event, _, grazing = event_outputs(flat.event, flat.vector_field, t_event,
+                                            ys[-1], p, happened, RTOL, ATOL,
+                                            correct=False)
+        t_event = jnp.where(grazing, jnp.nan, t_event)
     return t_event
 
 
@@ -438,9 +450,10 @@ def part_scipy(run, rounds):
                    digits=2)
 
 
-def count_conditions(fn, th, k):
+def count_conditions(fn, th, k, batched=False):
     """How many times the condition runs in one solve (every step, and every Newton
-    iteration of the root find), counted by a host callback."""
+    iteration of the root find), counted by a host callback; `batched`: vmapped over
+    `th`, where the callback runs once per iteration of the batched loops."""
     box = [0]
 
     def bump():
@@ -450,68 +463,105 @@ def count_conditions(fn, th, k):
         jax.debug.callback(bump)
         return y[1]
 
-    jax.block_until_ready(jax.jit(lambda th, k: fn(th, k, counted))(th, k))
+    f = lambda th, k: fn(th, k, counted)  # noqa: E731
+    jax.block_until_ready(jax.jit(jax.vmap(f, in_axes=(0, None)) if batched else f)(
+        th, k))
     return box[0]
+
+
+def _zero_weighted(sol):
+    """The event time plus the saved states times 0: their cotangents are zeros that
+    JAX cannot drop, as in pysciml's custom_vjp (whose backward receives them)."""
+    return sol.ts[1][0] + 0.0 * (jnp.sum(sol.ys[0]) + jnp.sum(sol.ys[1]))
+
+
+def diagnose_variants():
+    """Forward and gradient variants, from raw Diffrax to pysciml, each adding one
+    thing pysciml does."""
+    all3 = dict(scaled=True, subs=True, throw=False)
+    fwd = {
+        "raw diffrax": raw_time,
+        "raw + scaled condition": lambda th, k: raw_time(th, k, scaled=True),
+        "raw + SubSaveAt pair": lambda th, k: raw_time(th, k, subs=True),
+        "raw + SubSaveAt(t0), SubSaveAt(t1) (no save-time loop)": lambda th, k:
+            raw_time(th, k, subs="t0"),
+        "raw + throw=False": lambda th, k: raw_time(th, k, throw=False),
+        "raw + all three (pysciml's diffeqsolve)": lambda th, k: raw_time(th, k,
+                                                                          **all3),
+        "pysciml backend's diffeqsolve only": backend_time,
+        "pysciml backend's diffeqsolve + event_outputs": lambda th, k: backend_time(
+            th, k, outputs=True),
+        "pysciml DiscreteAdjoint": lambda th, k: ps_time(th, k, sensitivity=DISCRETE),
+        "pysciml default": ps_time,
+    }
+    grads = {
+        "raw diffrax": raw_time,
+        "raw + scaled condition": lambda th, k: raw_time(th, k, scaled=True),
+        "raw + SubSaveAt pair": lambda th, k: raw_time(th, k, subs=True),
+        "raw + throw=False": lambda th, k: raw_time(th, k, throw=False),
+        "raw + all three (pysciml's diffeqsolve)": lambda th, k: raw_time(th, k,
+                                                                          **all3),
+        "raw + all three, saved ys in the loss times 0": lambda th, k: _zero_weighted(
+            raw_sol(th, k, **all3)),
+        "pysciml backend's diffeqsolve only": backend_time,
+        "pysciml backend's diffeqsolve + event_outputs": lambda th, k: backend_time(
+            th, k, outputs=True),
+        "pysciml DiscreteAdjoint": lambda th, k: ps_time(th, k, sensitivity=DISCRETE),
+    }
+    return fwd, grads
 
 
 def part_diagnose(run, rounds):
     th, k = jnp.asarray(THETA), jnp.asarray(K)
-    fwd = {
-        "raw diffrax": jax.jit(raw_time),
-        "raw + scaled condition": jax.jit(lambda th, k: raw_time(th, k, scaled=True)),
-        "raw + SubSaveAt pair": jax.jit(lambda th, k: raw_time(th, k, subs=True)),
-        "raw + throw=False": jax.jit(lambda th, k: raw_time(th, k, throw=False)),
-        "raw + all three (pysciml's diffeqsolve)": jax.jit(lambda th, k: raw_time(
-            th, k, scaled=True, subs=True, throw=False)),
-        "pysciml backend's diffeqsolve only": jax.jit(backend_time),
-        "pysciml DiscreteAdjoint": jax.jit(lambda th, k: ps_time(
-            th, k, sensitivity=DISCRETE)),
-        "pysciml default": jax.jit(ps_time),
-        "pysciml default, the whole Solution returned": jax.jit(ps_sol),
+    ths = jnp.asarray(THETAS)
+    fwd_fns, grad_fns = diagnose_variants()
+    vm = lambda f: jax.jit(jax.vmap(f, in_axes=(0, None)))  # noqa: E731
+    groups = {
+        "forward": ({**{n: jax.jit(f) for n, f in fwd_fns.items()},
+                     "pysciml default, the whole Solution returned": jax.jit(ps_sol)},
+                    th, 1e-8, 0.0),
+        "gradient": ({n: grad2(f) for n, f in grad_fns.items()}, th, 0.0, 1e-8),
+        f"vmap {BATCH} forward": ({n: vm(f) for n, f in fwd_fns.items()}, ths, 1e-8,
+                                  0.0),
+        f"vmap {BATCH} gradient": ({n: vm(jax.grad(f, argnums=(0, 1)))
+                                    for n, f in grad_fns.items()}, ths, 1e-14, 1e-8),
     }
-    t_ref = fwd["raw diffrax"](th, k)
-    for name, fn in fwd.items():
-        out = fn(th, k)
-        check_close(f"diagnose forward, {name}",
-                    out.event_time if isinstance(out, ps.Solution) else out, t_ref)
-    t = run.add("diagnose forward", compare(
-        {name: block(fn, th, k) for name, fn in fwd.items()}, rounds=rounds))
-    table(t, "raw diffrax", "Diagnose: Diffrax forward variants")
-
-    grads = {
-        "raw diffrax": grad2(raw_time),
-        "raw + scaled condition": grad2(lambda th, k: raw_time(th, k, scaled=True)),
-        "raw + SubSaveAt pair": grad2(lambda th, k: raw_time(th, k, subs=True)),
-        "raw + throw=False": grad2(lambda th, k: raw_time(th, k, throw=False)),
-        "raw + all three (pysciml's diffeqsolve)": grad2(lambda th, k: raw_time(
-            th, k, scaled=True, subs=True, throw=False)),
-        "raw + all three, saved ys in the loss times 0": grad2(lambda th, k: (
-            lambda sol: sol.ts[1][0] + 0.0 * (jnp.sum(sol.ys[0]) + jnp.sum(sol.ys[1])))(
-            raw_sol(th, k, scaled=True, subs=True, throw=False))),
-        "pysciml backend's diffeqsolve only": grad2(backend_time),
-        "pysciml DiscreteAdjoint": grad2(lambda th, k: ps_time(
-            th, k, sensitivity=DISCRETE)),
-    }
-    g_ref = np.asarray(grads["raw diffrax"](th, k))
-    for name, fn in grads.items():
-        check_close(f"diagnose gradient, {name}", fn(th, k), g_ref, atol=0, rtol=1e-8)
-    tg = run.add("diagnose gradient", compare(
-        {name: block(fn, th, k) for name, fn in grads.items()}, rounds=rounds))
-    table(tg, "raw diffrax", "Diagnose: Diffrax gradient (landing time) variants")
+    compiled = {}
+    for group, (fns, x, atol, rtol) in groups.items():
+        ref = fns["raw diffrax"](x, k)
+        for name, fn in fns.items():
+            out = fn(x, k)
+            check_close(f"diagnose {group}, {name}",
+                        out.event_time if isinstance(out, ps.Solution) else out, ref,
+                        atol=atol, rtol=rtol)
+        t = run.add(f"diagnose {group}", compare(
+            {name: block(fn, x, k) for name, fn in fns.items()}, rounds=rounds))
+        table(t, "raw diffrax", f"Diagnose: Diffrax {group}, variants")
+        compiled[group] = (fns, x)
 
     counts = {
         "raw condition": count_conditions(
             lambda th, k, c: raw_time(th, k, cond=c), th, k),
         "scaled condition (pysciml's)": count_conditions(
             lambda th, k, c: raw_time(th, k, cond=c, scaled=True), th, k),
+        f"vmap {BATCH}, raw condition": count_conditions(
+            lambda th, k, c: raw_time(th, k, cond=c), ths, k, batched=True),
+        f"vmap {BATCH}, scaled condition": count_conditions(
+            lambda th, k, c: raw_time(th, k, cond=c, scaled=True), ths, k,
+            batched=True),
     }
     steps = int(jax.jit(lambda th, k: raw_sol(th, k).stats["num_steps"])(th, k))
-    print(f"\n# condition evaluations per solve (steps: {steps}; the rest is the "
-          f"root find): {counts}")
+    batch_steps = np.asarray(vm(lambda th, k: raw_sol(th, k).stats["num_steps"])(
+        ths, k))
+    print(f"\n# condition evaluations per solve (steps: {steps}; vmapped: "
+          f"{batch_steps.min()}-{batch_steps.max()} per item; the rest is the root "
+          f"find): {counts}")
     hlo = {}
-    for group, fns in (("forward", fwd), ("gradient", grads)):
+    for group, (fns, x) in compiled.items():
+        if group.startswith("vmap"):
+            continue
         for name, fn in fns.items():
-            text = fn.lower(th, k).compile().as_text()
+            text = fn.lower(x, k).compile().as_text()
             hlo[f"{group}: {name}"] = {
                 "lines": len(text.splitlines()),
                 "while": text.count(" while("),
@@ -525,7 +575,7 @@ def part_diagnose(run, rounds):
         print(f"| {name} | {h['lines']} | {h['while']} | {h['conditional']} | "
               f"{h['custom-call']} | {h['fusion']} |")
     run.extra["diagnose"] = {"condition evaluations": counts, "steps": steps,
-                             "hlo": hlo}
+                             "vmap steps": batch_steps.tolist(), "hlo": hlo}
     run.save()
 
 

@@ -342,6 +342,8 @@ def solve(
         rest is static.
     - `saveat`: a non-decreasing 1D array of times inside `[t0, t1]`; repeated
         times (several observations at one instant) and `t0` itself are allowed.
+        With an `event`, `None` returns only the event outputs (`ys` then has no
+        save times).
     - `solver`: a solver tag, e.g. `ps.Tsit5()`, `ps.Kvaerno5()`; `None` uses the
         backend's default (`Tsit5` on diffrax and Julia, `Dopri5` on SciPy).
     - `backend`: `"diffrax"`, `"scipy"`, `"julia"`, a backend object, or `None` for
@@ -410,7 +412,12 @@ def solve(
         sensitivity = default_sensitivity(backend, y_spec.size, p_spec.size)
     forward_mode = isinstance(sensitivity, ForwardSensitivity)
     dtype = y_spec.dtype
-    ts = _check_saveat(saveat, problem, dtype)
+    if saveat is None and event is not None:
+        # Only the event outputs: no save times (and no save-time bookkeeping in the
+        # solver's steps).
+        ts = jnp.zeros((0,), dtype)
+    else:
+        ts = _check_saveat(saveat, problem, dtype)
     flat_event = None if event is None else FlatEvent(
         event.condition, event.direction, y_spec, p_spec, static_args
     )
@@ -469,17 +476,23 @@ def solve(
         ys = jnp.where(after, y_event, ys)
         t_event = jnp.where(failed, jnp.nan, t_event)
         y_event = jnp.where(failed, jnp.nan, y_event)
-        event_fields = dict(
-            event_time=t_event,
-            event_state=y_spec.unflatten(y_event, restore_dtypes=True),
-            event_happened=happened & ~failed,
-        )
     result = result_from_code(code)
     # A failed solve: NaN values, and zero derivatives (the derivative of the constant
     # NaN branch) on every path, forward or reverse, so that a failed member of a
     # vmapped batch does not poison the others' gradients through 0 * NaN.
     ys = jnp.where(failed, jnp.nan, ys)
     if throw:
-        ys = result.error_if(ys, failed)
+        # On every output: under `jit`, a check attached to an unused output is
+        # dropped (a loss of `event_time` alone would otherwise get a silent NaN).
+        if event is None:
+            ys = result.error_if(ys, failed)
+        else:
+            ys, t_event, y_event = result.error_if((ys, t_event, y_event), failed)
+    if event is not None:
+        event_fields = dict(
+            event_time=t_event,
+            event_state=y_spec.unflatten(y_event, restore_dtypes=True),
+            event_happened=happened & ~failed,
+        )
     ys_tree = y_spec.unflatten(ys, restore_dtypes=True, batch_shape=(ts.shape[0],))
     return Solution(ts=ts, ys=ys_tree, result=result, stats=stats, **event_fields)

@@ -312,3 +312,31 @@ def _land_with(event):
 
 # NUTS with an event-time likelihood (posterior recovery of a drag coefficient from
 # landing times and distances): `tests/test_example_projectile_drag.py`.
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_event_alone_without_save_times(backend):
+    """`saveat=None` with an event: only the event outputs, the same numbers."""
+    with_ts = _land(0.9, 25.0, 0.35, backend)
+    alone = ps.solve(PROBLEM, _y0(0.9, 25.0), {"k": 0.35}, saveat=None, event=LANDING,
+                     backend=backend, **TOL)
+    assert alone.ts.shape == (0,) and alone.ys["pos"].shape == (0, 2)
+    np.testing.assert_allclose(alone.event_time, with_ts.event_time, rtol=1e-12)
+    np.testing.assert_allclose(alone.event_state["pos"], with_ts.event_state["pos"],
+                               rtol=1e-10)
+    want = _drag_reference(0.9, 25.0, 0.35)[1][0, 1]  # dT/dk
+    grad = jax.grad(lambda k: ps.solve(PROBLEM, _y0(0.9, 25.0), {"k": k}, saveat=None,
+                                       event=LANDING, backend=backend,
+                                       **TOL).event_time)(0.35)
+    np.testing.assert_allclose(grad, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_throw_guards_the_event_outputs_under_jit(backend):
+    """A failed solve whose only used output is `event_time` raises under `jit` (the
+    check once sat on `ys` alone, which XLA drops when it is unused)."""
+    landing_time = jax.jit(lambda k: ps.solve(
+        PROBLEM, _y0(0.7, 10.0), {"k": k}, saveat=None, event=LANDING,
+        backend=backend, max_steps=2).event_time)
+    with pytest.raises(Exception, match="maximum number of solver steps"):
+        jax.block_until_ready(landing_time(0.1))

@@ -40,6 +40,19 @@ def _adjoint(sensitivity: AbstractSensitivity) -> diffrax.AbstractAdjoint:
     raise AssertionError(sensitivity)  # `solve` checked support against the table.
 
 
+def _saveat(ts, event: bool) -> diffrax.SaveAt:
+    if not event:
+        return diffrax.SaveAt(ts=ts)
+    # With an event, the state at the event time is saved too, as `t1`, in a
+    # `SubSaveAt` of its own: within one, diffrax writes it right after the last save
+    # time before the event. No save times (`solve(saveat=None)`): only that one, and
+    # no save-time loop in every step (~10% of a small event solve).
+    subs = [diffrax.SubSaveAt(t1=True)]
+    if ts.shape[0]:
+        subs = [diffrax.SubSaveAt(ts=ts), *subs]
+    return diffrax.SaveAt(subs=subs)
+
+
 def _code(result) -> jax.Array:
     """Maps a `diffrax.RESULTS` item onto the value of a `pysciml.RESULTS` item."""
     r = diffrax.RESULTS
@@ -102,12 +115,7 @@ class DiffraxBackend(AbstractBackend):
             y0,
             # Unflattened once, here: see `FlatVectorField.with_args`.
             problem.vector_field.args(p),
-            # With an event, the state at the event time is saved too (as `t1`, in a
-            # separate `SubSaveAt`: within one, diffrax writes it right after the
-            # last save time before the event).
-            saveat=diffrax.SaveAt(ts=ts) if event is None else diffrax.SaveAt(
-                subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)]
-            ),
+            saveat=_saveat(ts, event is not None),
             stepsize_controller=diffrax.PIDController(
                 rtol=options.rtol, atol=options.atol
             ),
@@ -128,7 +136,10 @@ class DiffraxBackend(AbstractBackend):
             return sol.ys, (_code(sol.result), stats)
         # Save times after the event are `inf` in diffrax; hold the event state there,
         # as every backend does (`event_times`).
-        ys, y_event, t_event = sol.ys[0], sol.ys[1][0], sol.ts[1][0]
+        if ts.shape[0]:
+            ys, y_event, t_event = sol.ys[0], sol.ys[1][0], sol.ts[1][0]
+        else:  # `solve(saveat=None)`: the event alone
+            ys, y_event, t_event = sol.ys[0][:0], sol.ys[0][0], sol.ts[0][0]
         ys = jnp.where((ts > t_event)[:, None], y_event, ys)
         happened = sol.result == diffrax.RESULTS.event_occurred
         out = jnp.concatenate([ys, y_event[None]])

@@ -27,7 +27,7 @@ Sections, in this order (the order is the priority: `--budget-s` skips what is l
   root finder that is right on this problem (pysciml uses a bracketed bisection at
   100 eps, since Newton leaves a step that also holds an extremum of the condition). Forward: the landing times; gradient: of their
   sum with respect to the (B, 3) parameters. Span [0, 10], same solver settings as LV.
-  pysciml saves at `saveat=[0.]` (it needs one save time), raw at `t1` only.
+  pysciml with `saveat=None` (the event alone), raw saving `t1` only.
 - `nn`: the neural ODE train step of `overhead.py --part nn` (`nn_setup`, MLP
   2-64-64-2, float32, rtol = atol = 1e-4, 100 saves, Adam step), at batch 1024
   (`--quick`: 8).
@@ -498,10 +498,9 @@ def event_section(section: dict, B: int, opts, budget: Budget) -> None:
 
     problem = ps.ODEProblem(field, 0.0, PROJ_T1)
     event = ps.Event(lambda t, y, args: y[1], direction=-1)
-    saveat = jnp.zeros((1,), dtype)
-
     def ps_land(p):
-        return ps.solve(problem, y0_of(p), p, saveat=saveat, backend="diffrax",
+        # saveat=None: the event alone, as raw saves t1 alone.
+        return ps.solve(problem, y0_of(p), p, saveat=None, backend="diffrax",
                         solver=ps.Tsit5(), rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS,
                         sensitivity=ps.DiscreteAdjoint(), event=event).event_time
 

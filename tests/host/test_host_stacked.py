@@ -155,3 +155,27 @@ def test_batch_mode_is_checked():
     with pytest.raises(ValueError, match="batch_mode"):
         ps.solve(PROBLEM, Y0[0], P[0], saveat=TS,
                  backend=ps.ScipyBackend(batch_mode="together"))
+
+
+def test_per_item_gradients_with_many_shared_parameters():
+    """Past `B·m > 4 (B·n + m)` shared parameters, the VJP of a stacked batch runs item
+    by item (a stacked adjoint would carry B·m parameter states): still per-item rows,
+    equal to the loop's; and the analytic gradient of `y(1) = y0 exp(-mean(p))`."""
+    problem = ps.ODEProblem(lambda t, y, p: -jnp.mean(p) * y, 0.0, 1.0)
+    p = jnp.linspace(0.5, 1.5, 50)  # m = 50; B = 8, n = 2: 400 > 4 (16 + 50)
+    y0s = jnp.linspace(1.0, 2.0, 16).reshape(8, 2)
+
+    def per_item(mode):
+        backend = ps.ScipyBackend(batch_mode=mode)
+
+        def item(p_, y0):
+            return ps.solve(problem, y0, p_, saveat=jnp.array([1.0]), backend=backend,
+                            sensitivity=ps.InterpolatingAdjoint(), rtol=1e-10,
+                            atol=1e-10).ys[0, 0]
+
+        return jax.vmap(jax.grad(item), in_axes=(None, 0))(p, y0s)
+
+    stacked, loop = per_item("stack"), per_item("loop")
+    want = -y0s[:, :1] * np.exp(-1.0) / 50 * np.ones((8, 50))
+    np.testing.assert_allclose(stacked, want, rtol=1e-7)
+    np.testing.assert_allclose(stacked, loop, rtol=1e-7)

@@ -375,7 +375,16 @@ class AbstractHostBackend(AbstractBackend):
             # sums them only where the loss sums the items). So the stacked adjoint
             # carries one parameter adjoint per item (`shared=False`, `p` tiled); the
             # forward pass's kept states serve it all the same (`forward_problem`).
-            stack = self._stack_of(problem, options, b.size, n, m, False, b.ts)
+            #
+            # That adjoint has `B·n + B·m` states. With many shared parameters (a
+            # neural ODE: B·m = 32 × 4,610) it costs far more than `B` adjoints of
+            # `n + m` states each (measured on `benchmarks/neural_ode.py --quick`:
+            # 4.4× the loop), so past `B·m > 4 (B·n + m)` the VJP runs item by item.
+            # (Per-item parameter adjoints by quadrature over the stacked adjoint's
+            # steps would avoid both costs; not done yet.)
+            per_item_cheap = b.size * m <= 4 * (b.size * n + m)
+            stack = (self._stack_of(problem, options, b.size, n, m, False, b.ts)
+                     if per_item_cheap or not b.shared else None)
             if stack is not None:
                 forward = self._stack_of(problem, options, b.size, n, m, b.shared, b.ts)
                 y0_bar, p_bar, code = one(

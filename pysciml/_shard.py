@@ -38,10 +38,12 @@ trace later, outside the island's Python context (a `custom_vjp`'s backward pass
 transpose time, or a rule traced lazily under `jax.grad(jax.jit(...))`), re-enter the
 local world themselves (`local`), casting their array inputs to the local type.
 
-The island is only entered where every mesh axis is manual (inside a fully manual
-`shard_map`, where host callbacks run per device, on each shard's batch). Elsewhere
-(no mesh, `jax.jit` with `NamedSharding` inputs, a partially manual `shard_map`)
-`solve` traces as it always did.
+The island is entered where every mesh axis is manual (inside a fully manual
+`shard_map`, where host callbacks run per device, on each shard's batch). Inside a
+`shard_map` that leaves some axes automatic, `solve` raises: JAX runs no callback
+there, and every backend has some (Diffrax's runtime checks of its save times
+included). Elsewhere (no mesh, `jax.jit` with `NamedSharding` inputs) `solve` traces
+as it always did.
 """
 
 import contextlib
@@ -120,8 +122,11 @@ def _manual():
     if mesh.empty:
         return None
     manual = frozenset(getattr(mesh, "manual_axes", ()))
-    if not manual or manual != frozenset(mesh.axis_names):
+    if not manual:
         return None
+    if manual != frozenset(mesh.axis_names):
+        raise ValueError(MSG_PARTIAL_MANUAL.format(
+            manual=sorted(manual), axes=list(mesh.axis_names)))
     check = _CHECK_VMA is not None and _CHECK_VMA.value
     return mesh, (manual if check else _NONE)
 
@@ -140,7 +145,10 @@ def _to_local(x):
 
 
 def _enter(varying, x):
-    if not _is_array(x):
+    if not isinstance(x, jax.core.Tracer):
+        # A constant (save times known at trace time, say): the same on every shard,
+        # and not differentiated; it stays a constant, so that what depends only on
+        # it is still known when traced (as outside `shard_map`).
         return x
     missing = tuple(a for a in sorted(varying) if a not in _vma(jax.typeof(x)))
     if missing:
@@ -221,6 +229,14 @@ def _explicit_vmap_axes() -> frozenset:
     except Exception:  # pragma: no cover - JAX internals moved
         return _NONE
 
+
+MSG_PARTIAL_MANUAL = (
+    "`ps.solve` inside a `jax.shard_map` that is manual over only some mesh axes "
+    "({manual} of {axes}) is not supported: every backend runs `jax` callbacks (the "
+    "host solvers, and Diffrax's and Equinox's runtime checks), which JAX supports "
+    "only where every mesh axis is manual. Make the `shard_map` manual over every "
+    "axis (leave `axis_names` at its default)."
+)
 
 MSG_EXPLICIT_VMAP = (
     "`jax.vmap` over `ps.solve` with the batch sharded along the Explicit mesh "

@@ -184,6 +184,14 @@ def main():
                         if inside_shard_map else vmapped
                     return {"ys": jax.jit(f)(y0, a)}
             run_case(out, f"{k}/explicit_vmap", lambda: explicit_case(False))
+
+            # A `shard_map` manual over some axes only: pysciml's error.
+            def partial_manual():
+                mesh = jax.make_mesh((2, 1), ("b", "m"), axis_types=(AxisType.Auto,) * 2)
+                f = jax.shard_map(vmapped, mesh=mesh, in_specs=(P("b"), P("b")),
+                                  out_specs=P("b"), axis_names={"b"})
+                return {"ys": jax.jit(f)(Y0, A_ITEMS)}
+            run_case(out, f"{k}/partial_manual", partial_manual)
             if full:
                 run_case(out, f"{k}/explicit_shard_map", lambda: explicit_case(True))
     print("JSON:" + json.dumps(out))

@@ -90,6 +90,14 @@ def _check_per_member(results, k, case, rtol, atol=0.0, check_vma=True):
     np.testing.assert_allclose(got_a, want_a, rtol=rtol, atol=atol)
 
 
+def _check_partial_manual_error(results):
+    res = results["0/partial_manual"]
+    assert not res["ok"], "solve inside a partially manual shard_map now works: " \
+        "update pysciml/_shard.py's error, the README and this test"
+    assert "manual over only some mesh axes (['b'] of ['b', 'm'])" in res["error"], \
+        res["error"]
+
+
 def _check_explicit_vmap_error(results):
     res = results["0/explicit_vmap"]
     assert not res["ok"], "jit(vmap) over an Explicit-sharded batch now works: " \
@@ -110,6 +118,7 @@ def test_diffrax_sharded_ensemble():
     # The adjoint (`DiscreteAdjoint`): its backward pass runs at transpose time.
     _check(results, 1, "shard_map", rtol=1e-12, keys=("grad_items",))
     _check_explicit_vmap_error(results)
+    _check_partial_manual_error(results)
 
 
 def test_scipy_sharded_ensemble():
@@ -130,6 +139,7 @@ def test_scipy_sharded_ensemble():
         _check(results, k, "named", rtol=1e-12)
         assert set(results[f"{k}/named"]["batches"]) == {4}
     _check_explicit_vmap_error(results)
+    _check_partial_manual_error(results)
 
 
 def _free_port() -> int:
@@ -200,6 +210,7 @@ def test_full_matrix(backend):
         _check_per_member(results, k, "shard_map_no_vma", rtol, atol, check_vma=False)
     _check(results, 0, "explicit_shard_map", rtol, atol, keys=("ys",))
     _check_explicit_vmap_error(results)
+    _check_partial_manual_error(results)
     if backend != "diffrax":
         for k in (0, 1):
             assert set(results[f"{k}/shard_map"]["batches"]) == {2}

@@ -6,7 +6,9 @@ JAX fixes its device count when it starts, so the parent runs this file with
 
     python sharding_child.py BACKEND LEVEL
 
-`BACKEND`: "diffrax", "scipy-loop" or "scipy-stack" (`ps.ScipyBackend(batch_mode=...)`);
+`BACKEND`: "diffrax", "scipy-loop" or "scipy-stack" (`ps.ScipyBackend(batch_mode=...)`),
+or "scipy-loop-xla" (with `native_rhs=False`: the right-hand side through XLA
+callbacks, from the host thread, while both devices wait in their callbacks);
 `LEVEL`: "fast" (the default sensitivity, and the `shard_map` gradient of one
 adjoint) or "full" (every case, for both sensitivities). Each case prints its arrays
 (values and gradients), the batch sizes that reached the host, and its time, or the
@@ -64,8 +66,10 @@ def backend_of(name):
     an adjoint."""
     if name == "diffrax":
         return "diffrax", [None, ps.DiscreteAdjoint()]
-    return (ps.ScipyBackend(batch_mode=name.split("-")[1]),
-            [None, ps.InterpolatingAdjoint()])
+    parts = name.split("-")  # "scipy-MODE", or "scipy-MODE-xla" for XLA callbacks
+    native = False if parts[2:] == ["xla"] else "auto"
+    backend = ps.ScipyBackend(batch_mode=parts[1], native_rhs=native)
+    return backend, [None, ps.InterpolatingAdjoint()]
 
 
 def grads(pair):

@@ -194,7 +194,8 @@ def test_scipy_two_processes_equal_one():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["diffrax", "scipy-loop", "scipy-stack"])
+@pytest.mark.parametrize("backend",
+                         ["diffrax", "scipy-loop", "scipy-stack", "scipy-loop-xla"])
 def test_full_matrix(backend):
     # Both sensitivities; NamedSharding, shard_map with and without `check_vma`, and
     # shard_map on an Explicit mesh. A stacked batch (`batch_mode="stack"`) is solved

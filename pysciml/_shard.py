@@ -52,7 +52,7 @@ import functools as ft
 import jax
 import jax.tree_util as jtu
 from jax.interpreters import ad, batching, mlir
-from jax.sharding import AbstractMesh, PartitionSpec
+from jax.sharding import PartitionSpec
 
 try:
     from jax.extend.core import Primitive
@@ -64,8 +64,15 @@ try:  # The flag shard_map sets for its body (JAX keeps it internal).
 except ImportError:  # pragma: no cover - JAX without varying-manual-axes types
     _CHECK_VMA = None
 
-_EMPTY = AbstractMesh((), ())
 _NONE = frozenset()
+
+try:  # JAX with abstract meshes in context (what `shard_map` sets for its body).
+    _EMPTY = jax.sharding.AbstractMesh((), ())
+    _get_abstract_mesh = jax.sharding.get_abstract_mesh
+    _use_abstract_mesh = jax.sharding.use_abstract_mesh
+    _typeof = jax.typeof
+except (AttributeError, TypeError):  # pragma: no cover - older JAX: no island
+    _EMPTY = _get_abstract_mesh = _use_abstract_mesh = _typeof = None
 
 
 def _vma(aval) -> frozenset:
@@ -118,7 +125,9 @@ def _is_array(x) -> bool:
 def _manual():
     """`(mesh, varying)` inside a fully manual `shard_map` (`varying`: the manual axes
     along which the island's outputs vary; none under `check_vma=False`), else None."""
-    mesh = jax.sharding.get_abstract_mesh()
+    if _get_abstract_mesh is None:  # pragma: no cover - older JAX
+        return None
+    mesh = _get_abstract_mesh()
     if mesh.empty:
         return None
     manual = frozenset(getattr(mesh, "manual_axes", ()))
@@ -132,9 +141,9 @@ def _manual():
 
 
 def _has_manual_mesh(x) -> bool:
-    if not _is_array(x):
+    if not _is_array(x) or _typeof is None:
         return False
-    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+    mesh = getattr(getattr(_typeof(x), "sharding", None), "mesh", None)
     return bool(mesh is not None and getattr(mesh, "manual_axes", ()))
 
 
@@ -150,7 +159,7 @@ def _enter(varying, x):
         # and not differentiated; it stays a constant, so that what depends only on
         # it is still known when traced (as outside `shard_map`).
         return x
-    missing = tuple(a for a in sorted(varying) if a not in _vma(jax.typeof(x)))
+    missing = tuple(a for a in sorted(varying) if a not in _vma(_typeof(x)))
     if missing:
         x = _pcast_varying(x, missing)
     return _to_local(x)
@@ -175,7 +184,7 @@ def island(fn):
             return fn(*args)
         mesh, varying = ctx
         args = jtu.tree_map(ft.partial(_enter, varying), args)
-        with jax.sharding.use_abstract_mesh(_EMPTY):
+        with _use_abstract_mesh(_EMPTY):
             out = fn(*args)
         return jtu.tree_map(
             lambda y: local_cast_p.bind(y, mesh=mesh, varying=varying)
@@ -202,7 +211,7 @@ def local(fn):
         ):
             return fn(*args)
         args = jtu.tree_map(_to_local, args)
-        with jax.sharding.use_abstract_mesh(_EMPTY):
+        with _use_abstract_mesh(_EMPTY):
             out = fn(*args)
         return jtu.tree_map(_to_local, out)
 

@@ -464,7 +464,8 @@ def solve(
             y_star = jnp.where(failed, y0_flat, ys[-1])
             ys = ys[:-1]
             t_event, y_event, grazing = event_outputs(
-                flat_event, flat.vector_field, t_star, y_star, p_flat, happened & ~failed,
+                flat_event, flat.vector_field, t_star, y_star, p_flat,
+                happened & ~failed,
                 options.rtol, options.atol,
                 correct=forward_mode or not backend.events_differentiated(options),
             )
@@ -483,9 +484,10 @@ def solve(
                 event_happened=happened & ~failed,
             )
         result = result_from_code(code)
-        # A failed solve: NaN values, and zero derivatives (the derivative of the constant
-        # NaN branch) on every path, forward or reverse, so that a failed member of a
-        # vmapped batch does not poison the others' gradients through 0 * NaN.
+        # A failed solve: NaN values, and zero derivatives (the derivative of the
+        # constant NaN branch) on every path, forward or reverse, so that a failed
+        # member of a vmapped batch does not poison the others' gradients through
+        # 0 * NaN.
         ys = jnp.where(failed, jnp.nan, ys)
         if throw:
             ys = result.error_if(ys, failed)

@@ -21,6 +21,7 @@ from ._forward import (
 )
 from ._problem import ODEProblem, _Frozen
 from ._sensitivity import AbstractSensitivity, ForwardSensitivity
+from ._shard import explicit_vmap_errors, island, local
 from ._solution import RESULTS, Solution, result_from_code
 from ._solver import AbstractSolver
 
@@ -186,12 +187,16 @@ def _forward(static: _Static, y0, p, ts, residuals: bool):
     return (ys, code, stats, (t_event, happened)), res
 
 
+# Each rule is `local` (`_shard.py`): inside `jax.shard_map`, JAX may trace it outside
+# `solve`'s local island (a backward pass at transpose time), and it re-enters it.
 @ft.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@local
 def _solve_flat(static: _Static, y0, p, ts):
     out, _ = _forward(static, y0, p, ts, residuals=False)
     return out
 
 
+@local
 def _solve_flat_fwd(static: _Static, y0, p, ts):
     out, residuals = _forward(static, y0, p, ts, residuals=True)
     event = out[3]
@@ -200,6 +205,7 @@ def _solve_flat_fwd(static: _Static, y0, p, ts):
     return out, (y0, p, ts, ts_vjp, residuals)
 
 
+@local
 def _solve_flat_bwd(static: _Static, saved, cotangents):
     y0, p, ts, ts_vjp, residuals = saved
     # The result code, stats and event time are not differentiated here (the event
@@ -226,6 +232,7 @@ _solve_flat.defvjp(_solve_flat_fwd, _solve_flat_bwd)
 # no backward solve), and differentiating the rule again augments once more, so
 # `jax.hessian` works on every backend.
 @ft.partial(jax.custom_jvp, nondiff_argnums=(0,))
+@local
 def _solve_flat_forward_mode(static: _Static, y0, p, ts):
     out, _ = _forward(static, y0, p, ts, residuals=False)
     return out
@@ -254,6 +261,7 @@ def _augmented(static: _Static, n: int, m: int) -> tuple[_Static, ForwardSensiti
 
 
 @_solve_flat_forward_mode.defjvp
+@local
 def _solve_flat_forward_mode_jvp(static: _Static, primals, tangents):
     y0, p, ts = primals
     dy0, dp, _ = tangents  # Save times are not differentiated.
@@ -443,56 +451,64 @@ def solve(
             n=y_spec.size, m=p_spec.size, directions=y_spec.size + p_spec.size,
             limit=sensitivity.max_directions))
     solve_flat = _solve_flat_forward_mode_jit if forward_mode else _solve_flat_jit
-    ys, code, stats, located = solve_flat(
-        _Static(backend, flat, options), y0_flat, p_flat, ts
-    )
 
-    if finite:
-        # Traced inputs: NaN or Inf is only known at run time.
-        ok = ft.reduce(jnp.logical_and, finite)
-        code = jnp.where(ok, code, RESULTS.nonfinite._value)
-    failed = code != RESULTS.successful._value
-    event_fields = {}
-    if event is not None:
-        t_star, happened = located
-        # Where the solve failed, the correction is evaluated at the initial point
-        # instead of at NaN: its derivative, multiplied by the zero cotangent of the
-        # NaN that replaces it below, must be finite (0 * NaN would poison a vmapped
-        # batch's gradients).
-        t_star = jnp.where(failed, problem.t0, t_star).astype(dtype)
-        y_star = jnp.where(failed, y0_flat, ys[-1])
-        ys = ys[:-1]
-        t_event, y_event, grazing = event_outputs(
-            flat_event, flat.vector_field, t_star, y_star, p_flat, happened & ~failed,
-            options.rtol, options.atol,
-            correct=forward_mode or not backend.events_differentiated(options),
+    def run(y0_flat, p_flat, ts, ok):
+        ys, code, stats, located = solve_flat(
+            _Static(backend, flat, options), y0_flat, p_flat, ts
         )
-        code = jnp.where(grazing, RESULTS.event_grazing._value, code)
-        failed = failed | grazing
-        # Save times after the event hold the event state (with its derivative): a
-        # finite value, so that a loss masked with `ts <= event_time` has finite
-        # gradients.
-        after = (ts > t_star)[:, None]
-        ys = jnp.where(after, y_event, ys)
-        t_event = jnp.where(failed, jnp.nan, t_event)
-        y_event = jnp.where(failed, jnp.nan, y_event)
-    result = result_from_code(code)
-    # A failed solve: NaN values, and zero derivatives (the derivative of the constant
-    # NaN branch) on every path, forward or reverse, so that a failed member of a
-    # vmapped batch does not poison the others' gradients through 0 * NaN.
-    ys = jnp.where(failed, jnp.nan, ys)
-    if throw:
-        # On every output: under `jit`, a check attached to an unused output is
-        # dropped (a loss of `event_time` alone would otherwise get a silent NaN).
-        if event is None:
-            ys = result.error_if(ys, failed)
-        else:
-            ys, t_event, y_event = result.error_if((ys, t_event, y_event), failed)
-    if event is not None:
-        event_fields = dict(
-            event_time=t_event,
-            event_state=y_spec.unflatten(y_event, restore_dtypes=True),
-            event_happened=happened & ~failed,
-        )
-    ys_tree = y_spec.unflatten(ys, restore_dtypes=True, batch_shape=(ts.shape[0],))
-    return Solution(ts=ts, ys=ys_tree, result=result, stats=stats, **event_fields)
+
+        if ok is not None:
+            code = jnp.where(ok, code, RESULTS.nonfinite._value)
+        failed = code != RESULTS.successful._value
+        event_fields = {}
+        if event is not None:
+            t_star, happened = located
+            # Where the solve failed, the correction is evaluated at the initial point
+            # instead of at NaN: its derivative, multiplied by the zero cotangent of the
+            # NaN that replaces it below, must be finite (0 * NaN would poison a vmapped
+            # batch's gradients).
+            t_star = jnp.where(failed, problem.t0, t_star).astype(dtype)
+            y_star = jnp.where(failed, y0_flat, ys[-1])
+            ys = ys[:-1]
+            t_event, y_event, grazing = event_outputs(
+                flat_event, flat.vector_field, t_star, y_star, p_flat,
+                happened & ~failed,
+                options.rtol, options.atol,
+                correct=forward_mode or not backend.events_differentiated(options),
+            )
+            code = jnp.where(grazing, RESULTS.event_grazing._value, code)
+            failed = failed | grazing
+            # Save times after the event hold the event state (with its derivative): a
+            # finite value, so that a loss masked with `ts <= event_time` has finite
+            # gradients.
+            after = (ts > t_star)[:, None]
+            ys = jnp.where(after, y_event, ys)
+            t_event = jnp.where(failed, jnp.nan, t_event)
+            y_event = jnp.where(failed, jnp.nan, y_event)
+        result = result_from_code(code)
+        # A failed solve: NaN values, and zero derivatives (the derivative of the
+        # constant NaN branch) on every path, forward or reverse, so that a failed
+        # member of a vmapped batch does not poison the others' gradients through
+        # 0 * NaN.
+        ys = jnp.where(failed, jnp.nan, ys)
+        if throw:
+            # On every output: under `jit`, a check attached to an unused output is
+            # dropped (a loss of `event_time` alone would otherwise get a silent NaN).
+            if event is None:
+                ys = result.error_if(ys, failed)
+            else:
+                ys, t_event, y_event = result.error_if((ys, t_event, y_event), failed)
+        if event is not None:
+            event_fields = dict(
+                event_time=t_event,
+                event_state=y_spec.unflatten(y_event, restore_dtypes=True),
+                event_happened=happened & ~failed,
+            )
+        ys_tree = y_spec.unflatten(ys, restore_dtypes=True, batch_shape=(ts.shape[0],))
+        return Solution(ts=ts, ys=ys_tree, result=result, stats=stats, **event_fields)
+
+    # Traced inputs: NaN or Inf is only known at run time.
+    ok = ft.reduce(jnp.logical_and, finite) if finite else None
+    # Inside `jax.shard_map`, the solve runs as a local island (`_shard.py`).
+    with explicit_vmap_errors():
+        return island(run)(y0_flat, p_flat, ts, ok)

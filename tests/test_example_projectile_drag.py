@@ -96,6 +96,7 @@ def default_run():
     return {**out, "printed": buffer.getvalue()}
 
 
+@pytest.mark.slow  # the example at its defaults (~40 s); see test_events' NUTS test
 def test_closed_form_check_agrees(default_run):
     (t_cf, t_ev), (x_cf, x_ev) = (default_run["closed_form_check"][k]
                                   for k in ("time", "distance"))
@@ -107,6 +108,7 @@ def test_closed_form_check_agrees(default_run):
     assert abs(t_cf - t_ref) < 1e-12 and abs(x_cf - x_ref) < 1e-11
 
 
+@pytest.mark.slow
 def test_gd_and_nuts_recover_k(default_run):
     out = default_run
     ref, se = _mle(out, ("k",))
@@ -140,6 +142,7 @@ def test_gd_and_nuts_recover_k(default_run):
     assert post["truth_inside_90"] is True
 
 
+@pytest.mark.slow
 def test_printed_summary_is_the_returned_numbers(default_run):
     out, printed = default_run, default_run["printed"]
     row = next(line for line in printed.splitlines() if line.split()[:1] == ["k"])

@@ -18,7 +18,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._flatten import FlatSpec, _Static
+from ._flatten import FlatSpec, _Static, eval_shape_of, user_args
 
 
 class Event(eqx.Module):
@@ -73,7 +73,7 @@ class FlatEvent(eqx.Module):
     args_static: _Static = eqx.field(static=True)
 
     def __call__(self, t, y, p):
-        args = eqx.combine(self.p_spec.unflatten(p), self.args_static.tree)
+        args = user_args(self.p_spec, self.args_static, p)
         state = self.y_spec.unflatten(y[: self.y_spec.size])
         out = self.condition(t, state, args)
         return jnp.reshape(jnp.asarray(out, dtype=y.dtype), ())
@@ -90,13 +90,8 @@ class FlatEvent(eqx.Module):
 
 def check_condition(event: Event, t, y0, args) -> None:
     """Traces `event.condition` once, to fail early with a message that names it."""
-    try:
-        out = eqx.filter_eval_shape(event.condition, t, y0, args)
-    except Exception as e:
-        raise type(e)(
-            f"{e}\n\n(raised while tracing `Event(condition=...)` as "
-            "`condition(t, y0, args)` with the `y0` and `args` given to `solve`.)"
-        ) from e
+    out = eval_shape_of(event.condition, "Event(condition=...)",
+                        "condition(t, y0, args)", t, y0, args)
     shape = getattr(out, "shape", None)
     dtype = getattr(out, "dtype", None)
     if shape is None or shape not in ((), (1,)) or not jnp.issubdtype(

@@ -112,6 +112,23 @@ def split_args(args):
     return dynamic, _Static(static)
 
 
+def user_args(p_spec: FlatSpec, args_static: _Static, p):
+    """The user's `args` pytree from the flat parameter vector and the static rest."""
+    return eqx.combine(p_spec.unflatten(p), args_static.tree)
+
+
+def eval_shape_of(fn, where: str, call: str, t, y0, args):
+    """`eqx.filter_eval_shape(fn, t, y0, args)`, with an error re-raised to name the
+    user's function (`where`, e.g. "ODEProblem(vector_field=...)") and the call."""
+    try:
+        return eqx.filter_eval_shape(fn, t, y0, args)
+    except Exception as e:
+        raise type(e)(
+            f"{e}\n\n(raised while tracing `{where}` as `{call}` with the `y0` and "
+            "`args` given to `solve`.)"
+        ) from e
+
+
 class FlatVectorField(eqx.Module):
     """The user's vector field as a function `(t, y, p) -> dy` of flat vectors.
 
@@ -130,7 +147,7 @@ class FlatVectorField(eqx.Module):
 
     def args(self, p):
         """The user's `args` pytree from the flat parameter vector."""
-        return eqx.combine(self.p_spec.unflatten(p), self.args_static.tree)
+        return user_args(self.p_spec, self.args_static, p)
 
     def with_args(self, t, y, args):
         """The vector field on a flat state and the user's `args` pytree. Traced

@@ -13,7 +13,7 @@ import numpy as np
 from ._backend import get_backend
 from ._backend.base import AbstractBackend, FlatProblem, SolveOptions
 from ._event import Event, FlatEvent, check_condition, event_outputs, event_times
-from ._flatten import FlatVectorField, spec_of, split_args
+from ._flatten import FlatVectorField, eval_shape_of, spec_of, split_args
 from ._forward import (
     MSG_TOO_MANY_DIRECTIONS,
     ForwardSensitivityField,
@@ -135,13 +135,8 @@ def _check_saveat(saveat, problem: ODEProblem, dtype):
 
 def _check_vector_field(problem: ODEProblem, y0, args):
     t = jax.ShapeDtypeStruct((), jnp.result_type(float))
-    try:
-        out = eqx.filter_eval_shape(problem.vector_field, t, y0, args)
-    except Exception as e:
-        raise type(e)(
-            f"{e}\n\n(raised while tracing `ODEProblem(vector_field=...)` as "
-            "`vector_field(t, y0, args)` with the `y0` and `args` given to `solve`.)"
-        ) from e
+    out = eval_shape_of(problem.vector_field, "ODEProblem(vector_field=...)",
+                        "vector_field(t, y0, args)", t, y0, args)
     want = jtu.tree_structure(y0)
     got = jtu.tree_structure(out)
     if want != got:

@@ -3,11 +3,24 @@
     python examples/train_neural_ode.py --data spiral --steps 2000 --plot out/
     python examples/train_neural_ode.py --data csv:my_data.csv --backend scipy
     python examples/train_neural_ode.py --checkpoint-dir ckpt/ --resume   # continue
+    python examples/train_neural_ode.py --devices 2          # data-parallel, 2 devices
+    # 2 processes (one per host, or here two on one machine), all their devices:
+    python examples/train_neural_ode.py --coordinator 127.0.0.1:12345 \
+        --num-processes 2 --process-id 0 &     # and the same with --process-id 1
 
 Training uses a length curriculum (first 10% of every trajectory, then all of it), an
 Optax optimiser, a progress bar with the loss and steps per second, and atomic
 checkpoints (every `--checkpoint-every` steps and on Ctrl-C) holding the model, the
 optimiser state, the step and the RNG key, so that `--resume` continues exactly.
+
+Data parallelism runs on JAX's own runtime: the training state is replicated over a
+one-axis device mesh, and each step solves and differentiates each device's share of
+the batch inside `jax.shard_map` (on host backends, each device's callback receives
+its own members: no gather onto one device); JAX sums the shards' gradients. Across
+processes, `jax.distributed` joins the processes' devices into one mesh. Which
+members form a batch depends only on the RNG key, never on the device count, and a
+checkpoint holds host arrays, not device layouts: a checkpoint written with N devices
+resumes with any other number.
 """
 
 import csv
@@ -23,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import figure_path, parser  # noqa: E402
@@ -143,11 +158,36 @@ def _curriculum(step: int, steps: int, n_times: int) -> int:
     return max(2, math.ceil(0.1 * n_times)) if step < steps // 2 else n_times
 
 
+def _local(tree):
+    """Each replicated array as this process's copy (on its first device): a plain
+    single-device array, whatever the mesh. For evaluation and checkpoints."""
+    return jax.tree.map(
+        lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
+
+
+def _replicate(tree, sharding: NamedSharding):
+    """Every array of `tree` (equal on every process) copied to every device of
+    `sharding`'s mesh, across processes too (`make_array_from_callback` asks each
+    process only for its own devices' copies)."""
+
+    def put(x):
+        if not eqx.is_array(x):
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+    return jax.tree.map(put, tree)
+
+
 def _save(state: TrainState, directory: Path, meta: dict) -> None:
-    """Atomically: write to a temporary file, then rename over the checkpoint."""
+    """Atomically: write to a temporary file, then rename over the checkpoint. Only
+    process 0 writes; the file holds host arrays, so any device count can load it."""
+    if jax.process_index() != 0:
+        return
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / "checkpoint.eqx.tmp"
-    eqx.tree_serialise_leaves(tmp, state)
+    eqx.tree_serialise_leaves(tmp, jax.tree.map(
+        lambda x: np.asarray(x) if eqx.is_array(x) else x, _local(state)))
     os.replace(tmp, directory / "checkpoint.eqx")
     tmp_meta = directory / "meta.json.tmp"
     tmp_meta.write_text(json.dumps(meta, indent=1))
@@ -163,7 +203,56 @@ def _load(like: TrainState, directory: Path, meta: dict) -> TrainState:
     if different:
         raise ValueError(f"--resume: the checkpoint in {directory} was made with other "
                          f"settings (saved, now): {different}.")
-    return eqx.tree_deserialise_leaves(path, like)
+    host_like = jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x,
+                             _local(like))
+    return eqx.tree_deserialise_leaves(path, host_like)
+
+
+def _start_runtime(args) -> None:
+    """Before JAX starts its backends: join a multi-process run, and on CPU, make as
+    many CPU devices as `--devices` asks for (per process)."""
+    joined = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in joined) and any(v is None for v in joined):
+        raise ValueError("--coordinator, --num-processes and --process-id go "
+                         "together: give all three to join a multi-process run.")
+    local = args.devices
+    if args.num_processes is not None and args.devices is not None:
+        if args.devices % args.num_processes:
+            raise ValueError(f"--devices {args.devices} is not a multiple of "
+                             f"--num-processes {args.num_processes}: every process "
+                             "contributes the same number of devices.")
+        local = args.devices // args.num_processes
+    if local is not None and local > 1:
+        try:
+            # Only the CPU backend reads this; GPUs are what the machine has.
+            jax.config.update("jax_num_cpu_devices", local)
+        except RuntimeError:
+            pass  # JAX already started (`main` called in-process): `_mesh` checks
+    if args.coordinator is not None and not jax.distributed.is_initialized():
+        # CPU devices of different processes need a collectives implementation;
+        # GPUs use NCCL whatever this says.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(args.coordinator, args.num_processes,
+                                   args.process_id)
+
+
+def _mesh(devices: int | None) -> Mesh:
+    """A one-axis mesh, "data", over the first `devices` devices (default: 1, or in a
+    multi-process run every device of every process)."""
+    available = jax.devices()
+    multi = jax.process_count() > 1
+    n = len(available) if devices is None and multi else (devices or 1)
+    if n < 1 or n > len(available):
+        raise ValueError(
+            f"--devices {n}: JAX has {len(available)} "
+            f"{available[0].platform.upper()} device(s). On CPU, give --devices to a "
+            "fresh start of this script (it then makes that many CPU devices), or set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} before starting "
+            "Python.")
+    if multi and n != len(available):
+        raise ValueError(f"--devices {n}: a multi-process run uses every device of "
+                         f"every process ({len(available)}); leave --devices out.")
+    return Mesh(np.array(available[:n]), ("data",), axis_types=(AxisType.Auto,))
 
 
 def main(argv=None) -> dict:
@@ -188,7 +277,22 @@ def main(argv=None) -> dict:
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop (as on Ctrl-C, with a checkpoint) after this many steps")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--devices", type=int, default=None,
+                   help="data-parallel over N devices (default 1; in a multi-process "
+                   "run, all). On CPU, N > 1 makes N CPU devices.")
+    p.add_argument("--reproducible", action="store_true",
+                   help="sum the batch's gradients in one fixed order, so that "
+                   "training does not depend on the device count, bit for bit; costs "
+                   "memory for every member's gradient (batch x parameters)")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="join a multi-process run: process 0's address")
+    p.add_argument("--num-processes", type=int, default=None)
+    p.add_argument("--process-id", type=int, default=None)
     args = p.parse_args(argv)
+    _start_runtime(args)
+    mesh = _mesh(args.devices)
+    n_devices = mesh.size
+    lead = jax.process_index() == 0  # prints, the progress bar, checkpoints
     if args.float64:
         jax.config.update("jax_enable_x64", True)
     dtype = np.float64 if args.float64 else np.float32
@@ -220,9 +324,16 @@ def main(argv=None) -> dict:
         if ckpt is None:
             raise ValueError("--resume needs --checkpoint-dir.")
         state = _load(state, ckpt, meta)
-        print(f"resumed from {ckpt} at step {int(state.step)}")
+        if lead:
+            print(f"resumed from {ckpt} at step {int(state.step)}")
     batch_size = min(args.batch_size, n_batch)
-    ys_all = jnp.asarray(ys)
+    if batch_size % n_devices:
+        raise ValueError(f"--batch-size {batch_size} is not a multiple of the "
+                         f"{n_devices} devices: each device takes an equal share of "
+                         "the batch. Use a multiple of the device count.")
+    replicated = NamedSharding(mesh, P())
+    state = _replicate(state, replicated)
+    ys_all = _replicate(ys, replicated)
 
     def make_step(k: int):
         ts_k = ts[:k]  # concrete: its last value ends the integration
@@ -230,14 +341,46 @@ def main(argv=None) -> dict:
         @eqx.filter_jit
         def step(state: TrainState):
             key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
+            # The batch depends on the key alone, not on the device count.
             index = jax.random.choice(sub, n_batch, (batch_size,), replace=False)
             target = ys_all[index, :k]
+            params, static = eqx.partition(state.model, eqx.is_inexact_array)
 
-            def loss(model):
-                pred = jax.vmap(lambda y0: model(ts_k, y0))(target[:, 0])
-                return jnp.mean((pred - target) ** 2)
+            def shard_value_and_grad(params, target):
+                # This device's members' share of the batch mean: their sum over the
+                # whole batch size. The parameters are replicated, so JAX sums their
+                # gradient over the devices (the transpose of handing one copy to
+                # each): every device gets the gradient of the batch mean.
+                def loss(params):
+                    model = eqx.combine(params, static)
+                    pred = jax.vmap(lambda y0: model(ts_k, y0))(target[:, 0])
+                    per_member = jnp.mean((pred - target) ** 2, axis=(1, 2))
+                    return jnp.sum(per_member) / batch_size
 
-            value, grads = eqx.filter_value_and_grad(loss)(state.model)
+                value, grads = jax.value_and_grad(loss)(params)
+                return jax.lax.psum(value, "data"), grads
+
+            def shard_value_and_grad_reproducible(params, target):
+                # Every member's own loss and gradient, gathered onto every device
+                # and summed over the whole batch in one order: the same reduction
+                # whatever the device count. (Traced with `check_vma=False`: JAX
+                # then neither sums the replicated parameters' gradients over the
+                # devices nor needs the gathered sums typed as replicated.)
+                def member_loss(params, member):
+                    model = eqx.combine(params, static)
+                    return jnp.mean((model(ts_k, member[0]) - member) ** 2)
+
+                values, grads = jax.vmap(jax.value_and_grad(member_loss),
+                                         in_axes=(None, 0))(params, target)
+                values, grads = jax.tree.map(
+                    lambda x: jnp.sum(jax.lax.all_gather(x, "data", tiled=True),
+                                      axis=0) / batch_size, (values, grads))
+                return values, grads
+
+            value, grads = jax.shard_map(
+                shard_value_and_grad_reproducible if args.reproducible
+                else shard_value_and_grad, mesh=mesh, in_specs=(P(), P("data")),
+                out_specs=(P(), P()), check_vma=not args.reproducible)(params, target)
             updates, opt_state = optimiser.update(
                 grads, state.opt_state, eqx.filter(state.model, eqx.is_inexact_array))
             model = eqx.apply_updates(state.model, updates)
@@ -247,8 +390,10 @@ def main(argv=None) -> dict:
         return step
 
     def full_mse(model):
-        pred = jax.vmap(lambda y0: model(ts, y0))(ys_all[:, 0])
-        return pred, float(jnp.mean((pred - ys_all) ** 2))
+        # On this process's own copy of the model: the same on every process.
+        model = _local(model)
+        pred = jax.vmap(lambda y0: model(ts, y0))(jnp.asarray(ys[:, 0]))
+        return pred, float(jnp.mean((pred - ys) ** 2))
 
     _, initial_mse = full_mse(state.model)
     steps_fns = {}
@@ -256,11 +401,12 @@ def main(argv=None) -> dict:
     stop = args.steps if args.stop_after is None else min(args.steps, args.stop_after)
     start = int(state.step)
     bar = None
-    if not args.no_progress:
+    if lead and not args.no_progress:
         try:
             from tqdm import tqdm
 
-            bar = tqdm(total=stop, initial=start, desc=f"train [{args.backend}]",
+            bar = tqdm(total=stop, initial=start,
+                       desc=f"train [{args.backend}, {n_devices} device(s)]",
                        file=sys.stdout, dynamic_ncols=True)
         except ImportError:
             bar = None
@@ -283,24 +429,27 @@ def main(argv=None) -> dict:
                 _save(state, ckpt, meta)
     except KeyboardInterrupt:
         interrupted = True
-        print("\ninterrupted", end="")
+        if lead:
+            print("\ninterrupted", end="")
     finally:
         if bar is not None:
             bar.close()
         if ckpt:
             _save(state, ckpt, meta)
-            print(f"checkpoint at step {int(state.step)} in {ckpt}")
+            if lead:
+                print(f"checkpoint at step {int(state.step)} in {ckpt}")
     elapsed = time.perf_counter() - t_start
     done = int(state.step) - start
-    print(f"[{args.backend}] {done} steps in {elapsed:.1f} s "
-          f"({done / max(elapsed, 1e-9):.1f} steps/s)")
-
     # Evaluate on all trajectories, full length.
     pred, mse = full_mse(state.model)
     last = losses[-1] if losses else float("nan")
-    print(f"training loss: last {last:.5g}; full-trajectory MSE {initial_mse:.5g} "
-          f"before this run, {mse:.5g} after")
-    out = figure_path(args.plot, "neural_ode_loss.png")
+    if lead:
+        print(f"[{args.backend}, {n_devices} device(s), {jax.process_count()} "
+              f"process(es)] {done} steps in {elapsed:.1f} s "
+              f"({done / max(elapsed, 1e-9):.1f} steps/s)")
+        print(f"training loss: last {last:.5g}; full-trajectory MSE "
+              f"{initial_mse:.5g} before this run, {mse:.5g} after")
+    out = figure_path(args.plot, "neural_ode_loss.png") if lead else None
     if out is not None and losses:
         import matplotlib.pyplot as plt
 
@@ -318,11 +467,12 @@ def main(argv=None) -> dict:
         fig.savefig(out, dpi=90)
         fig.savefig(figure_path(args.plot, "neural_ode_trajectories.png"), dpi=90)
         plt.close(fig)
-    params = np.concatenate([np.ravel(x) for x in
-                             jax.tree.leaves(eqx.filter(state.model, eqx.is_array))])
+    params = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(
+        eqx.filter(_local(state.model), eqx.is_array))])
     return {"losses": losses, "full_mse": mse, "initial_full_mse": initial_mse,
             "step": int(state.step),
-            "params": params, "interrupted": interrupted}
+            "params": params, "interrupted": interrupted, "devices": n_devices,
+            "processes": jax.process_count()}
 
 
 if __name__ == "__main__":

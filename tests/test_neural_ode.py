@@ -134,3 +134,14 @@ def test_training_on_a_csv_file(train, tmp_path):
     out = train.main(["--data", f"csv:{path}", "--steps", "4", "--width", "8",
                       "--depth", "1", "--no-progress"])
     assert out["step"] == 4 and np.isfinite(out["full_mse"])
+
+
+def test_bad_device_and_process_flags_are_named(train):
+    # In this process JAX has started with one CPU device, so more cannot be made.
+    with pytest.raises(ValueError, match="--devices 64: JAX has 1 CPU device"):
+        train.main([*train.TINY_ARGS, "--devices", "64", "--no-progress"])
+    with pytest.raises(ValueError, match="go together"):
+        train.main([*train.TINY_ARGS, "--coordinator", "127.0.0.1:1", "--no-progress"])
+    with pytest.raises(ValueError, match="not a multiple of --num-processes"):
+        train.main([*train.TINY_ARGS, "--devices", "3", "--num-processes", "2",
+                    "--process-id", "0", "--coordinator", "127.0.0.1:1"])

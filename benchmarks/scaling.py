@@ -6,11 +6,12 @@ against two devices in one process and two `jax.distributed` processes (issue 15
     .venv/bin/python benchmarks/scaling.py --quick    # B = 256, 3 rounds: NOT figures
     .venv/bin/python benchmarks/scaling.py --scipy    # also SciPy, B = 1024
 
-Expected duration on a quiet 2-core machine: about 8 minutes for the full run
-(estimated, not measured: about 2 min to start the 7 child processes, compile and warm
-up; a warm-up round; 11 rounds of about 5 s forward and 25 s gradient: on one device
-one forward of the whole ensemble takes 1.2 s, one gradient 5.5 s); about 2 minutes
-for `--quick`; `--scipy` adds its children's start and its rounds.
+Expected duration on a quiet 2-core machine: about 8–9 minutes for the full run
+(estimated from `1dev` alone, where one forward of the whole ensemble takes 1.2 s and
+one gradient 5.5 s: about 2 min to start the 7 child processes, compile and warm up,
+half a minute for the warm-up round, then 11 rounds of about 5 s forward and 25 s
+gradient); about 1.5–2 minutes for `--quick`; `--scipy` adds its children's start and
+its rounds.
 
 What it measures. The ensemble of `gpu.py`'s `lv64` section (its field and constants,
 imported), float64: `p = [1.5, 1, 3, 1]` times an independent U(0.8, 1.2) factor per
@@ -52,15 +53,16 @@ configuration get the command, and the slower one's time counts. A figure is the
 median [IQR] over rounds of the paired ratio time(`1dev`) / time(configuration) of the
 same round: a throughput ratio against one device, > 1 faster. Also reported: the
 time per call, µs per solve (call time / B) and the cores busy during a sample (CPU
-time of all the configuration's processes over the sample's wall time). Everything
+time of all the configuration's processes over the sample's wall time; threads of
+XLA's pool that spin while they wait for work count as busy). Everything
 goes through `_common.Run` (JSON under `out/bench/`, with the load average per round
 and the tail of each child's stderr); a dirty tree, or `--quick`, gives NOT A FIGURE.
 
 What bounds the speed-up. The machine has 2 cores, and XLA's CPU backend already uses
 more than one core for one device (its intra-op thread pool splits large operations:
 at B = 16384, `1dev` keeps about 1.6 cores busy), so two devices can gain much less
-than 2x; at small batches (`--quick`) one device keeps one core busy, and the gain is
-larger. Other work on the machine distorts every figure, both ways (a process with two
+than 2x; at B = 256 (`--quick`) `1dev` keeps 1 core busy in the forward, 1.5 in the
+gradient. Other work on the machine distorts every figure, both ways (a process with two
 busy threads gets a larger share of a loaded machine; `2proc`'s per-step all-reduce
 waits for both processes to be scheduled): the CPU count and the load average are in
 the JSON, and figures need a quiet machine.
@@ -358,7 +360,7 @@ class Child:
             text = self.log.read_text()[-n:]
         except OSError:
             return ""
-        return f"\n--- end of {self.name}'s stderr ({self.log}) ---\n{text}"
+        return f"\n--- end of {self.name}'s stderr ---\n{text}"
 
     def quit(self) -> None:
         """Asks the child to quit (it also quits at the end of its input)."""
@@ -607,9 +609,9 @@ def parent_main(opts) -> int:
         # Every child is asked first: two processes quit together (a shutdown barrier).
         for c in started:
             c.quit()
-        logs = {}
+        logs, deadline = {}, time.monotonic() + 30.0
         for c in started:
-            c.close(grace_s=30.0)
+            c.close(grace_s=max(0.1, deadline - time.monotonic()))
             logs[c.name] = c.log_tail(2000)
         run.extra["children_stderr_tail"] = logs
         run.save()

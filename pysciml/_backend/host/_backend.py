@@ -17,7 +17,7 @@ from . import _callbacks, _native, _residuals, _stacked
 from ._callbacks import HostCallbacks, host_callbacks
 from ._codes import NONFINITE, STATS_KEYS, SUCCESS, code_for
 from ._savetimes import SaveTimes
-from ._thread import HostThread
+from ._thread import CtrlC, HostThread
 
 MSG_NO_SECOND_DERIVATIVES = (
     "The {name!r} backend computes adjoint gradients on the host, outside JAX, so "
@@ -31,6 +31,9 @@ MSG_NO_SECOND_DERIVATIVES = (
 def _no_derivatives(name: str, fn):
     """Makes `fn` (a function around `pure_callback`) fail with a clear message under
     any differentiation, instead of JAX's generic one for callbacks."""
+    # Traced on the main thread, as a rule: where Ctrl-C can be watched for the
+    # callbacks that XLA will run on its own threads.
+    CtrlC.watch()
 
     @jax.custom_jvp
     def wrapped(*args):

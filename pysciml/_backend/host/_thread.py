@@ -1,6 +1,8 @@
 """The host thread: every host-solver call runs on one dedicated Python thread."""
 
+import os
 import queue
+import signal
 import threading
 from typing import Any
 
@@ -74,14 +76,22 @@ class HostThread:
         if cls.is_current():
             return fn(*args)
         cls._ensure_started()
+        on_main = threading.current_thread() is threading.main_thread()
+        CtrlC.watch()
+        CtrlC.seen()  # forget a Ctrl-C from before this call
         box: list = []
         done = threading.Event()
         cls._queue.put((fn, args, box, done))
         interrupted = False
         while True:
             try:
-                done.wait()
-                break
+                # On the main thread, Ctrl-C raises KeyboardInterrupt here. On one of
+                # XLA's threads it never does (see `CtrlC`): look for it every 50 ms.
+                if done.wait(None if on_main else 0.05):
+                    break
+                if not interrupted and CtrlC.seen():
+                    interrupted = True
+                    cls.cancel = True
             except KeyboardInterrupt:
                 interrupted = True
                 cls.cancel = True
@@ -97,6 +107,59 @@ class HostThread:
     def thread(cls) -> threading.Thread:
         cls._ensure_started()
         return cls._thread
+
+
+class CtrlC:
+    """Ctrl-C, seen from any thread.
+
+    Python runs signal handlers on the main thread only, between bytecodes. XLA may run
+    a host callback on one of its own threads (a jitted solve whose input was still
+    being computed when it was dispatched): the main thread then waits inside XLA, and
+    no `KeyboardInterrupt` is raised until the solve ends, which for a long solve is
+    never. But Python's C-level handler also writes the signal's number, at once, to
+    the "wakeup fd" (`signal.set_wakeup_fd`). `watch` installs a pipe there, from the
+    main thread (the only one allowed to), unless the program already has one (asyncio
+    and IPython install their own; pysciml does not take it over), and the thread
+    that waits for a host solve reads it (`seen`). Python still raises the
+    `KeyboardInterrupt` on the main thread once XLA returns."""
+
+    _read: int | None = None
+    _tried = False
+
+    @classmethod
+    def watch(cls) -> None:
+        """Installs the pipe, once; called where host callbacks are traced or run.
+        Elsewhere than on the main thread: nothing (and tried again later)."""
+        if cls._tried or threading.current_thread() is not threading.main_thread():
+            return
+        cls._tried = True
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        try:
+            previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        except ValueError:  # a subinterpreter: no signals here
+            previous = None
+        if previous != -1:  # taken by someone else (or refused): leave it
+            if previous is not None:
+                signal.set_wakeup_fd(previous)
+            os.close(read)
+            os.close(write)
+            return
+        cls._read = read
+
+    @classmethod
+    def seen(cls) -> bool:
+        """Whether SIGINT arrived since the last call (reading what is pending)."""
+        if cls._read is None:
+            return False
+        got = b""
+        try:
+            while chunk := os.read(cls._read, 512):
+                got += chunk
+        except BlockingIOError:
+            pass
+        return signal.SIGINT in got
 
 
 MSG_INTERRUPTED = (

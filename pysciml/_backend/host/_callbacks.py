@@ -27,15 +27,20 @@ class HostCallbacks:
     - `f(t, y, p) -> dy`;
     - `vjp(t, y, p, lam) -> concat(λᵀ∂f/∂y, λᵀ∂f/∂p)`;
     - `f_vjp(t, y, p, lam) -> concat(f, λᵀ∂f/∂y, λᵀ∂f/∂p)`;
+    - `vjp_u(t, y, p, lam) -> λᵀ∂f/∂y` and `vjp_p(t, y, p, lam) -> λᵀ∂f/∂p` apart (a
+        quadrature adjoint integrates `λ` alone and evaluates `λᵀ∂f/∂p` only at its
+        quadrature nodes);
     - `jac(t, y, p) -> ∂f/∂y`, shape `(n, n)`; `jac_p(t, y, p) -> ∂f/∂p`, `(n, m)`;
     - `sparse`: a `SparseJacobian` when the problem gives a sparsity pattern.
 
     `native` says whether the callbacks are native kernels (then pass `p` as a NumPy
     array; otherwise a device array saves ~1 µs a call)."""
 
-    def __init__(self, n, m, f, vjp, f_vjp, jac, jac_p, sparse, native, functions):
+    def __init__(self, n, m, f, vjp, f_vjp, jac, jac_p, sparse, native, functions,
+                 vjp_u=None, vjp_p=None):
         self.n, self.m = n, m
         self.f, self.vjp, self.f_vjp, self.jac, self.jac_p = f, vjp, f_vjp, jac, jac_p
+        self.vjp_u, self.vjp_p = vjp_u, vjp_p
         self.sparse = sparse
         self.native = native
         self._functions = functions
@@ -53,7 +58,8 @@ class HostCallbacks:
         callbacks this way)."""
         fields = dict(n=self.n, m=self.m, f=self.f, vjp=self.vjp, f_vjp=self.f_vjp,
                       jac=self.jac, jac_p=self.jac_p, sparse=self.sparse,
-                      native=self.native, functions=self._functions)
+                      native=self.native, functions=self._functions,
+                      vjp_u=self.vjp_u, vjp_p=self.vjp_p)
         fields.update(changes)
         return HostCallbacks(**fields)
 
@@ -145,10 +151,10 @@ def host_callbacks(
                      vjp_p=vjp_p)
     native = native and _native.numba_available()
     made = {}
-    for name in ("f", "vjp", "f_vjp", "jac", "jac_p"):
+    for name in ("f", "vjp", "f_vjp", "jac", "jac_p", "vjp_u", "vjp_p"):
         xla = _checked(jax.jit(functions[name]), _WHAT[name])
         if native:
-            lam = name in ("vjp", "f_vjp")
+            lam = name in ("vjp", "f_vjp", "vjp_u", "vjp_p")
             made[name] = _native.NativeCallback(
                 functions[name], _native.example_args(n, m, lam), _WHAT[name], xla
             )

@@ -19,7 +19,12 @@ vector of `m` in the forward solve. The adjoint carries one parameter adjoint pe
 (`B·m`), because the cotangent of each item is its own row: under `vmap(grad)` those
 rows are the per-item gradients, and JAX sums them only where the loss sums the items.
 (Returning the sum in one row, as an earlier version did, gave `vmap(grad)` wrong
-per-item gradients with shared parameters.)
+per-item gradients with shared parameters.) With many shared parameters (past
+`B·m > 4 (B·n + m)`) those `B·m` adjoint states would cost far more than the loop, so
+the stacked adjoint integrates only the `B·n` states of `λ` and computes each item's
+parameter cotangent by quadrature over its steps, where the backend supports it
+(`host_quadrature`: SciPy's interpolating adjoint of explicit Runge--Kutta methods);
+otherwise that VJP runs item by item.
 
 Used for explicit solvers only (an implicit solver would factorise a dense `B·n`
 Jacobian), when every item has the same save times; a failed stacked solve is redone

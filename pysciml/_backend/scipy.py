@@ -194,26 +194,29 @@ def _gauss_legendre(order):
     return (x + 1) / 2, w / 2
 
 
-def _quadrature_adjoint(method, callbacks, y_at, p, ts, ys_bar, stops, options):
-    """The interpolating adjoint with the parameter cotangent by quadrature (as
-    SciMLSensitivity's `GaussAdjoint`): only `λ` (`n` states) is integrated backward,
-    `λ' = -(∂f/∂y)ᵀλ`; `μ = ∫ λᵀ∂f/∂p dt` over `[t0, t_last]` is accumulated outside
-    the ODE, on each accepted step `[t, t_old]` of `λ`, by Gauss--Legendre quadrature
-    on the step's dense output of `λ` and the forward pass's dense output of `y`.
+def _quadrature_adjoint(method, callbacks, batch, y_at, p, ts, ys_bar, stops,
+                        options):
+    """The interpolating adjoint of a stacked batch of `batch` items with shared `p`,
+    with the per-item parameter cotangents by quadrature (as SciMLSensitivity's
+    `GaussAdjoint`): only `λ` (`n` states, all items) is integrated backward,
+    `λ' = -(∂f/∂y)ᵀλ`; each item's `μ_i = ∫ λ_iᵀ∂f/∂p(y_i, p) dt` over
+    `[t0, t_last]` is accumulated outside the ODE, on each accepted step `[t, t_old]`
+    of `λ`, by Gauss--Legendre quadrature on the step's dense output of `λ` and the
+    forward pass's dense output of `y` (`callbacks.vjp_p_items`).
 
-    Why: with many parameters (a neural ODE's weights, and a stacked batch carries one
-    copy per item) the `m` states of `μ` make every adjoint evaluation and every
-    error norm `O(n + m)`, and, being under error control, force extra steps. Here
-    the steps are `λ`'s alone, and `vjp_p` is called `G` times a step.
+    Why: with many shared parameters (a neural ODE's weights) the `batch·m` states of
+    the per-item `μ` would make every adjoint evaluation and every error norm
+    `O(batch·(n + m))`, and, being under error control, force extra steps. Here the
+    steps are `λ`'s alone, `λ`'s right-hand side reads the one shared `p`, and
+    `vjp_p_items` is called `G` times a step.
 
     The price: `μ` is not under the solver's error control. Its accuracy follows
     `λ`'s steps (chosen for `λ` at the solve's tolerances), the dense outputs' order
     and the quadrature's (`_gauss_legendre`), as with `GaussAdjoint`. Returns
-    `(λ(t0), μ(t0))`."""
-    m = callbacks.m
-    vjp_u, vjp_p = callbacks.resolved("vjp_u"), callbacks.resolved("vjp_p")
+    `(λ(t0), μ(t0))`, `μ` with one row of `m` per item (`batch·m`)."""
+    vjp_u, vjp_p = callbacks.resolved("vjp_u"), callbacks.resolved("vjp_p_items")
     x, w = _gauss_legendre(method.order)
-    mu = np.zeros(m)
+    mu = np.zeros(callbacks.m * batch)
 
     def rhs(t, lam):
         return -vjp_u(t, y_at(t), p, lam)
@@ -231,7 +234,7 @@ def _quadrature_adjoint(method, callbacks, y_at, p, ts, ys_bar, stops, options):
         h = solver.t_old - solver.t
         nodes = solver.t + h * x
         lams = np.ascontiguousarray(solver.dense_output()(nodes).T)
-        total = np.zeros(m)
+        total = np.zeros(mu.shape)
         for g in range(len(x) - 1, -1, -1):  # decreasing times: `y_at` walks back
             total += w[g] * vjp_p(nodes[g], y_at(nodes[g]), p, lams[g])
         mu[:] += h * total
@@ -407,8 +410,9 @@ class ScipyBackend(AbstractHostBackend):
             if interpolating:
                 y_at = (lambda t: y0) if interpolant is None else interpolant
                 if quadrature:
-                    lam, mu = _quadrature_adjoint(method, callbacks, y_at, p, ts,
-                                                  ys_bar, stops, options)
+                    lam, mu = _quadrature_adjoint(
+                        method, callbacks, problem.vector_field.batch, y_at, p, ts,
+                        ys_bar, stops, options)
                     return lam, mu, SUCCESS
                 z = np.concatenate([ys_bar[-1], np.zeros(m)])
                 vjp = callbacks.resolved("vjp")

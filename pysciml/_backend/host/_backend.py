@@ -97,10 +97,13 @@ class AbstractHostBackend(AbstractBackend):
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """The VJP of `host_forward`'s `ys` with respect to `y0` and `p`, on the host
         thread. `saved` is what `host_forward(keep=True)` returned, or `None` if it was
-        dropped: then re-solve. `quadrature=True` (passed only where
-        `host_quadrature(options)` says so): integrate only the state adjoint `λ`
-        and compute `p_bar` by quadrature on its steps. Returns
-        `(y0_bar, p_bar, code)`."""
+        dropped: then re-solve. Returns `(y0_bar, p_bar, code)`.
+
+        `quadrature=True` (passed only where `host_quadrature(options)` says so): the
+        problem is a stacked batch with shared `p` (`_stacked.StackedField`, `m`
+        parameters); integrate only the state adjoint `λ` and return in `p_bar` each
+        item's own parameter cotangent (`batch·m`: `callbacks.vjp_p_items`), by
+        quadrature on `λ`'s steps."""
 
     def host_quadrature(self, options: SolveOptions) -> bool:
         """Whether `host_vjp(quadrature=True)` is supported for these options: the
@@ -198,8 +201,11 @@ class AbstractHostBackend(AbstractBackend):
         `forward_problem`: the problem the forward pass solved, where it differs from
         `problem` only in how `p` is laid out (a stacked batch with shared `p`), so
         that what it kept (the states) serves this VJP. `quadrature`: passed on to
-        `host_vjp` (only where `host_quadrature` allows it)."""
+        `host_vjp` (only where `host_quadrature` allows it); `problem` is then the
+        stacked batch with shared `p`, and `p_bar` has one row of `m` per item."""
         callbacks = self._callbacks(problem, n, m)
+        if quadrature:
+            m = problem.vector_field.batch * m  # the size of `p_bar`
         times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
         bar, y0_bar_at_t0 = times.scatter(np.array(ys_bar_, dtype=np.float64))
         # What the forward pass kept, if it was kept for this very problem (a batch
@@ -406,13 +412,16 @@ class AbstractHostBackend(AbstractBackend):
             quadrature = (not per_item_cheap and b.shared
                           and self.host_quadrature(options))
             stack = (self._stack_of(problem, options, b.size, n, m, False, b.ts)
-                     if per_item_cheap or not b.shared or quadrature else None)
+                     if per_item_cheap or not b.shared else None)
+            if quadrature:  # the forward pass's problem, `p` shared: per-item rows
+                stack = self._stack_of(problem, options, b.size, n, m, True, b.ts)
             if stack is not None:
                 forward = self._stack_of(problem, options, b.size, n, m, b.shared, b.ts)
                 y0_bar, p_bar, code = one(
-                    stack[0], stack[1], b.size * n, b.y0.reshape(-1), b.p_tiled(),
-                    b.ts[0], bars.transpose(1, 0, 2).reshape(k, b.size * n),
-                    tokens[0], forward[0], quadrature,
+                    stack[0], stack[1], b.size * n, b.y0.reshape(-1),
+                    b.p_stacked() if quadrature else b.p_tiled(), b.ts[0],
+                    bars.transpose(1, 0, 2).reshape(k, b.size * n), tokens[0],
+                    forward[0], quadrature,
                 )
                 if code == SUCCESS:
                     return b.out(y0_bar.reshape(b.size, n), p_bar.reshape(b.size, m),

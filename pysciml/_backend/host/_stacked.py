@@ -60,6 +60,21 @@ class StackedField(eqx.Module):
             )
         return out.reshape(-1)
 
+    def vjp_p_items(self, t, z, p, lam):
+        """`λ_iᵀ ∂f/∂p(t, y_i, p_i)` of every item, stacked (`batch·m`): with shared
+        `p`, each item's own row rather than their sum (the integrand of the
+        quadrature adjoint's per-item parameter cotangents)."""
+        ys, lams = z.reshape(self.batch, self.n), lam.reshape(self.batch, self.n)
+
+        def one(y, q, l):
+            return jax.vjp(lambda q_: self.inner(t, y, q_), q)[1](l)[0]
+
+        # Shared: differentiate at the one `p` (`in_axes=None`), with no tiled copy
+        # of it (measured on the neural ODE's field: 3× faster than `p` tiled).
+        in_axes = (0, None, 0) if self.shared else (0, 0, 0)
+        q = p if self.shared else p.reshape(self.batch, self.m)
+        return jax.vmap(one, in_axes=in_axes)(ys, q, lams).reshape(-1)
+
 
 def can_stack(problem: FlatProblem, options: SolveOptions) -> bool:
     return problem.jac_sparsity is None and not isinstance(

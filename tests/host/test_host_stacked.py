@@ -182,6 +182,9 @@ def test_per_item_gradients_with_many_shared_parameters():
     np.testing.assert_allclose(stacked, loop, rtol=1e-7)
 
 
+INTERPOLATING = ps.InterpolatingAdjoint()
+
+
 def _mlp_problem(width=8):
     """A small MLP field `2 → width → 2` (`m = 5·width + 2` parameters), flat."""
     n, h = 2, width
@@ -214,7 +217,7 @@ def test_quadrature_adjoint_with_many_shared_parameters(monkeypatch, solver):
     monkeypatch.setattr(scipy_backend, "_quadrature_adjoint",
                         lambda *a: calls.append(quadrature(*a)) or calls[-1])
 
-    def item_loss(backend, sensitivity=ps.InterpolatingAdjoint()):
+    def item_loss(backend, sensitivity=INTERPOLATING):
         def loss(p_, y0):
             return jnp.sum(ps.solve(problem, y0, p_, saveat=ts, backend=backend,
                                     solver=solver, rtol=1e-10, atol=1e-10,
@@ -237,7 +240,7 @@ def test_quadrature_adjoint_with_many_shared_parameters(monkeypatch, solver):
     np.testing.assert_allclose(stacked, loop, rtol=1e-6, atol=1e-6 * scale)
     assert np.all(np.any(stacked != 0, axis=1))  # every item its own row
 
-    def summed(backend, sensitivity=ps.InterpolatingAdjoint()):
+    def summed(backend, sensitivity=INTERPOLATING):
         loss = item_loss(backend, sensitivity)
         return jax.jit(jax.grad(lambda p_: jnp.sum(jax.vmap(
             loss, in_axes=(None, 0))(p_, y0s))))(p)

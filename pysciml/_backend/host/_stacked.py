@@ -66,8 +66,8 @@ class StackedField(eqx.Module):
         quadrature adjoint's per-item parameter cotangents)."""
         ys, lams = z.reshape(self.batch, self.n), lam.reshape(self.batch, self.n)
 
-        def one(y, q, l):
-            return jax.vjp(lambda q_: self.inner(t, y, q_), q)[1](l)[0]
+        def one(y, q, lam_i):
+            return jax.vjp(lambda q_: self.inner(t, y, q_), q)[1](lam_i)[0]
 
         # Shared: differentiate at the one `p` (`in_axes=None`), with no tiled copy
         # of it (measured on the neural ODE's field: 3× faster than `p` tiled).

@@ -143,11 +143,13 @@ def _forward(method, fun, t0, y0, ts, options, jac, jac_sparsity, dense):
     return ys, stats, interpolant
 
 
-def _backward(method, fun, t_start, z, stops, jump, options, jac, jac_sparsity):
+def _backward(method, fun, t_start, z, stops, jump, options, jac, jac_sparsity,
+              on_step=None):
     """Integrates the adjoint system backward through `stops` (decreasing times) in a
-    single pass, calling `jump(k, z)` on reaching `stops[k]`. Runge--Kutta solvers are
-    kept across the jumps (only their state and first stage are reset); others are
-    restarted with the last step size."""
+    single pass, calling `jump(k, z)` on reaching `stops[k]`, and `on_step(solver)`
+    after every accepted step (if given). Runge--Kutta solvers are kept across the
+    jumps (only their state and first stage are reset); others are restarted with the
+    last step size."""
     counter = [0]
     solver = None
     step_size = None
@@ -167,6 +169,8 @@ def _backward(method, fun, t_start, z, stops, jump, options, jac, jac_sparsity):
                     )
                 while solver.status == "running":
                     _step(solver, counter, options.max_steps)
+                    if on_step is not None:
+                        on_step(solver)
                 t = solver.t
                 step_size = solver.step_size
                 z = solver.y.copy()
@@ -174,6 +178,70 @@ def _backward(method, fun, t_start, z, stops, jump, options, jac, jac_sparsity):
     finally:
         _release(solver)
     return z
+
+
+def _gauss_legendre(order):
+    """Gauss--Legendre nodes and weights on [0, 1] for the quadrature adjoint of a
+    method of `order` (SciPy's `OdeSolver.order`: 5 for `RK45`, 8 for `DOP853`).
+
+    `G` nodes integrate polynomials of degree `2G - 1` exactly, so their error on a
+    step of length `h` is `O(h^(2G+1))`. The method's own local error is
+    `O(h^(order+1))`; the smallest `G` with `2G + 1 >= order + 1` is `ceil(order/2)`:
+    3 nodes for `RK45` (`O(h^7)` against `O(h^6)`), 4 for `DOP853` (`O(h^9)`). More
+    nodes would buy nothing: the integrand reads `λ` and `y` from dense outputs (of
+    order 4 for `RK45`, 7 for `DOP853`), whose error then dominates."""
+    x, w = np.polynomial.legendre.leggauss(-(-order // 2))
+    return (x + 1) / 2, w / 2
+
+
+def _quadrature_adjoint(method, callbacks, batch, y_at, p, ts, ys_bar, stops,
+                        options):
+    """The interpolating adjoint of a stacked batch of `batch` items with shared `p`,
+    with the per-item parameter cotangents by quadrature (as SciMLSensitivity's
+    `GaussAdjoint`): only `λ` (`n` states, all items) is integrated backward,
+    `λ' = -(∂f/∂y)ᵀλ`; each item's `μ_i = ∫ λ_iᵀ∂f/∂p(y_i, p) dt` over
+    `[t0, t_last]` is accumulated outside the ODE, on each accepted step `[t, t_old]`
+    of `λ`, by Gauss--Legendre quadrature on the step's dense output of `λ` and the
+    forward pass's dense output of `y` (`callbacks.vjp_p_items`).
+
+    Why: with many shared parameters (a neural ODE's weights) the `batch·m` states of
+    the per-item `μ` would make every adjoint evaluation and every error norm
+    `O(batch·(n + m))`, and, being under error control, force extra steps. Here the
+    steps are `λ`'s alone, `λ`'s right-hand side reads the one shared `p`, and
+    `vjp_p_items` is called `G` times a step.
+
+    The price: `μ` is not under the solver's error control. Its accuracy follows
+    `λ`'s steps (chosen for `λ` at the solve's tolerances), the dense outputs' order
+    and the quadrature's (`_gauss_legendre`), as with `GaussAdjoint`. Returns
+    `(λ(t0), μ(t0))`, `μ` with one row of `m` per item (`batch·m`)."""
+    vjp_u, vjp_p = callbacks.resolved("vjp_u"), callbacks.resolved("vjp_p_items")
+    x, w = _gauss_legendre(method.order)
+    mu = np.zeros(callbacks.m * batch)
+
+    def rhs(t, lam):
+        return -vjp_u(t, y_at(t), p, lam)
+
+    def jump(k, lam):
+        # `λ` jumps by the save time's cotangent; `μ` is continuous (nothing to add).
+        if k < len(ts) - 1:
+            lam += ys_bar[-2 - k]
+        return lam
+
+    def on_step(solver):
+        # A backward step, from `t_old` down to `t`: `μ(t) = μ(t_old) + ∫_t^t_old
+        # λᵀ∂f/∂p ds` (the adjoint ODE's `μ' = -λᵀ∂f/∂p` integrated backward), so
+        # add `h Σ_g w_g λ(s_g)ᵀ∂f/∂p(y(s_g))` with `h = t_old - t > 0`.
+        h = solver.t_old - solver.t
+        nodes = solver.t + h * x
+        lams = np.ascontiguousarray(solver.dense_output()(nodes).T)
+        total = np.zeros(mu.shape)
+        for g in range(len(x) - 1, -1, -1):  # decreasing times: `y_at` walks back
+            total += w[g] * vjp_p(nodes[g], y_at(nodes[g]), p, lams[g])
+        mu[:] += h * total
+
+    lam = _backward(method, rhs, ts[-1], np.array(ys_bar[-1], dtype=np.float64),
+                    stops, jump, options, None, None, on_step)
+    return lam, mu
 
 
 def _params(callbacks, p):
@@ -188,7 +256,11 @@ class ScipyBackend(AbstractHostBackend):
     Gradients are continuous adjoints computed on the host: the adjoint ODE
     `dλ/dt = -(∂f/∂y)ᵀλ`, `dμ/dt = -(∂f/∂p)ᵀλ` is integrated backward in one pass from
     the last save time to `t0`, with `λ` jumping by `ys_bar[i]` at each save time, by the
-    same method and at the same tolerances as the forward solve.
+    same method and at the same tolerances as the forward solve. For a `vmap`ped batch
+    solved stacked with many shared parameters, the interpolating adjoint of `RK45` and
+    `DOP853` integrates `λ` alone and `μ` (one row per item) by Gauss--Legendre
+    quadrature on `λ`'s steps (`_quadrature_adjoint`; `μ` is then not under error
+    control, as in SciMLSensitivity's `GaussAdjoint`).
 
     | pysciml                | SciPy                                              |
     |------------------------|----------------------------------------------------|
@@ -312,11 +384,20 @@ class ScipyBackend(AbstractHostBackend):
         return brentq(lambda t: event(t, piece(t), p), solver.t_old, solver.t,
                       xtol=eps, rtol=eps)
 
-    def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options, *, saved):
+    def host_quadrature(self, options):
+        # The interpolating adjoint of the explicit Runge--Kutta methods, whose
+        # backward steps give a dense output of `λ` to integrate on.
+        return (isinstance(options.sensitivity, InterpolatingAdjoint)
+                and _METHODS[type(options.solver)] in _RUNGE_KUTTA)
+
+    def host_vjp(self, callbacks, problem, y0, p, ts, ys_bar, options, *, saved,
+                 quadrature=False):
         p = _params(callbacks, p)
         method = _METHODS[type(options.solver)]
         n, m = callbacks.n, callbacks.m
         interpolating = isinstance(options.sensitivity, InterpolatingAdjoint)
+        if quadrature and not self.host_quadrature(options):
+            raise ValueError("no quadrature adjoint for these options")  # a bug
         try:
             if saved is None:
                 ys, _, interpolant = self._solve(
@@ -328,6 +409,11 @@ class ScipyBackend(AbstractHostBackend):
             stops = np.concatenate([ts[-2::-1], [problem.t0]])
             if interpolating:
                 y_at = (lambda t: y0) if interpolant is None else interpolant
+                if quadrature:
+                    lam, mu = _quadrature_adjoint(
+                        method, callbacks, problem.vector_field.batch, y_at, p, ts,
+                        ys_bar, stops, options)
+                    return lam, mu, SUCCESS
                 z = np.concatenate([ys_bar[-1], np.zeros(m)])
                 vjp = callbacks.resolved("vjp")
 

@@ -158,9 +158,10 @@ def test_batch_mode_is_checked():
 
 
 def test_per_item_gradients_with_many_shared_parameters():
-    """Past `B·m > 4 (B·n + m)` shared parameters, the VJP of a stacked batch runs item
-    by item (a stacked adjoint would carry B·m parameter states): still per-item rows,
-    equal to the loop's; and the analytic gradient of `y(1) = y0 exp(-mean(p))`."""
+    """Past `B·m > 4 (B·n + m)` shared parameters, the VJP of a stacked batch computes
+    the parameter cotangents by quadrature (a stacked adjoint would carry B·m parameter
+    states): still per-item rows, equal to the loop's; and the analytic gradient of
+    `y(1) = y0 exp(-mean(p))`."""
     problem = ps.ODEProblem(lambda t, y, p: -jnp.mean(p) * y, 0.0, 1.0)
     p = jnp.linspace(0.5, 1.5, 50)  # m = 50; B = 8, n = 2: 400 > 4 (16 + 50)
     y0s = jnp.linspace(1.0, 2.0, 16).reshape(8, 2)
@@ -179,3 +180,135 @@ def test_per_item_gradients_with_many_shared_parameters():
     want = -y0s[:, :1] * np.exp(-1.0) / 50 * np.ones((8, 50))
     np.testing.assert_allclose(stacked, want, rtol=1e-7)
     np.testing.assert_allclose(stacked, loop, rtol=1e-7)
+
+
+INTERPOLATING = ps.InterpolatingAdjoint()
+
+
+def _mlp_problem(width=8):
+    """A small MLP field `2 → width → 2` (`m = 5·width + 2` parameters), flat."""
+    n, h = 2, width
+
+    def field(t, y, p):
+        w1, b1 = p[: n * h].reshape(h, n), p[n * h : n * h + h]
+        w2, b2 = p[n * h + h : -n].reshape(n, h), p[-n:]
+        return w2 @ jnp.tanh(w1 @ y + b1) + b2 - 0.1 * y
+
+    return ps.ODEProblem(field, 0.0, 2.0), n * h + h + h * n + n
+
+
+@pytest.mark.parametrize("solver", [ps.Dopri5(), ps.Dopri8()], ids=["RK45", "DOP853"])
+def test_quadrature_adjoint_with_many_shared_parameters(monkeypatch, solver):
+    """Past `B·m > 4 (B·n + m)` shared parameters, SciPy's interpolating adjoint of a
+    stacked batch integrates `λ` alone and each item's parameter cotangent by
+    Gauss--Legendre quadrature on `λ`'s steps. The per-item rows of `vmap(grad)` equal
+    the loop's (which integrates `μ` as adjoint states), and the gradient of the summed
+    loss equals the diffrax backend's."""
+    from pysciml._backend import scipy as scipy_backend
+
+    problem, m = _mlp_problem()
+    b, n = 6, 2
+    assert b * m > 4 * (b * n + m)  # 252 > 216: the quadrature path
+    p = 0.5 * jax.random.normal(jax.random.PRNGKey(0), (m,))
+    y0s = jax.random.normal(jax.random.PRNGKey(1), (b, n))
+    ts = jnp.linspace(0.2, 2.0, 10)
+    calls = []  # the quadrature adjoints that returned (a failed one would be
+    quadrature = scipy_backend._quadrature_adjoint  # redone item by item, unseen)
+    monkeypatch.setattr(scipy_backend, "_quadrature_adjoint",
+                        lambda *a: calls.append(quadrature(*a)) or calls[-1])
+
+    def item_loss(backend, sensitivity=INTERPOLATING):
+        def loss(p_, y0):
+            return jnp.sum(ps.solve(problem, y0, p_, saveat=ts, backend=backend,
+                                    solver=solver, rtol=1e-10, atol=1e-10,
+                                    sensitivity=sensitivity).ys ** 2)
+        return loss
+
+    def per_item(backend):
+        return jax.jit(jax.vmap(jax.grad(item_loss(backend)), in_axes=(None, 0)))(
+            p, y0s)
+
+    stacked = per_item(ps.ScipyBackend())
+    assert len(calls) == 1  # one stacked quadrature adjoint for the batch
+    loop = per_item(ps.ScipyBackend(batch_mode="loop"))
+    assert len(calls) == 1  # the loop integrates μ as adjoint states
+    # At rtol = atol = 1e-10 both gradients are accurate to ~1e-9 relative (different
+    # steps; μ by quadrature of order ≥ the method's, on dense outputs of order 4
+    # (RK45) or 7 (DOP853) of λ's steps): 1e-6 of the largest entry leaves a wide
+    # margin (observed: ~2e-11 for RK45, ~3e-11 for DOP853).
+    scale = float(jnp.abs(loop).max())
+    np.testing.assert_allclose(stacked, loop, rtol=1e-6, atol=1e-6 * scale)
+    assert np.all(np.any(stacked != 0, axis=1))  # every item its own row
+
+    def summed(backend, sensitivity=INTERPOLATING):
+        loss = item_loss(backend, sensitivity)
+        return jax.jit(jax.grad(lambda p_: jnp.sum(jax.vmap(
+            loss, in_axes=(None, 0))(p_, y0s))))(p)
+
+    via_scipy, via_diffrax = (summed(ps.ScipyBackend()),
+                               summed("diffrax", ps.DiscreteAdjoint()))
+    assert len(calls) == 2
+    # Diffrax differentiates its own discrete solve (another method, other steps) at
+    # the same tolerances: both ~1e-9 from the exact gradient.
+    scale = float(jnp.abs(via_diffrax).max())
+    np.testing.assert_allclose(via_scipy, via_diffrax, rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(via_scipy, jnp.sum(stacked, axis=0), rtol=1e-9,
+                               atol=1e-9 * scale)
+
+
+def test_no_quadrature_for_backsolve_adjoint(monkeypatch):
+    """The quadrature adjoint reads `λ` on the forward dense output's steps: the
+    backsolve adjoint (and implicit methods, Julia) keep the item-by-item VJP."""
+    from pysciml._backend import scipy as scipy_backend
+
+    problem, m = _mlp_problem()
+    p = 0.5 * jax.random.normal(jax.random.PRNGKey(0), (m,))
+    y0s = jax.random.normal(jax.random.PRNGKey(1), (6, 2))
+    calls = []
+    quadrature = scipy_backend._quadrature_adjoint
+    monkeypatch.setattr(scipy_backend, "_quadrature_adjoint",
+                        lambda *a: calls.append(1) or quadrature(*a))
+
+    def per_item(mode):
+        def loss(p_, y0):
+            return jnp.sum(ps.solve(problem, y0, p_, saveat=jnp.array([1.0, 2.0]),
+                                    backend=ps.ScipyBackend(batch_mode=mode),
+                                    rtol=1e-10, atol=1e-10,
+                                    sensitivity=ps.BacksolveAdjoint()).ys ** 2)
+        return jax.vmap(jax.grad(loss), in_axes=(None, 0))(p, y0s)
+
+    # Item by item in both; the forward states differ in rounding (the stacked
+    # forward at tol/√B, re-solved item by item in its VJP; the loop's kept).
+    loop, stacked = per_item("loop"), per_item("stack")
+    assert not calls
+    np.testing.assert_allclose(stacked, loop, rtol=1e-8,
+                               atol=1e-8 * float(jnp.abs(loop).max()))
+
+
+def test_a_failed_quadrature_adjoint_is_redone_item_by_item(monkeypatch):
+    """A stacked VJP that fails (here: the quadrature adjoint hits `max_steps`) is
+    redone item by item, so that each item gets its own code and gradient."""
+    from pysciml._backend import scipy as scipy_backend
+
+    def fail(*args):
+        calls.append(1)
+        raise scipy_backend._Failed(scipy_backend.MAX_STEPS)
+
+    calls = []
+    monkeypatch.setattr(scipy_backend, "_quadrature_adjoint", fail)
+    problem, m = _mlp_problem()
+    p = 0.5 * jax.random.normal(jax.random.PRNGKey(0), (m,))
+    y0s = jax.random.normal(jax.random.PRNGKey(1), (6, 2))
+
+    def per_item(mode):
+        def loss(p_, y0):
+            return jnp.sum(ps.solve(problem, y0, p_, saveat=jnp.array([1.0, 2.0]),
+                                    backend=ps.ScipyBackend(batch_mode=mode),
+                                    rtol=1e-10, atol=1e-10).ys ** 2)
+        return jax.vmap(jax.grad(loss), in_axes=(None, 0))(p, y0s)
+
+    stacked = per_item("stack")
+    assert calls == [1]
+    loop = per_item("loop")
+    np.testing.assert_allclose(stacked, loop, rtol=1e-8,
+                               atol=1e-8 * float(jnp.abs(loop).max()))

@@ -96,10 +96,25 @@ class AbstractHostBackend(AbstractBackend):
         options: SolveOptions,
         *,
         saved: Any,
+        quadrature: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """The VJP of `host_forward`'s `ys` with respect to `y0` and `p`, on the host
         thread. `saved` is what `host_forward(keep=True)` returned, or `None` if it was
-        dropped: then re-solve. Returns `(y0_bar, p_bar, code)`."""
+        dropped: then re-solve. Returns `(y0_bar, p_bar, code)`.
+
+        `quadrature=True` (passed only where `host_quadrature(options)` says so): the
+        problem is a stacked batch with shared `p` (`_stacked.StackedField`, `m`
+        parameters); integrate only the state adjoint `λ` and return in `p_bar` each
+        item's own parameter cotangent (`batch·m`: `callbacks.vjp_p_items`), by
+        quadrature on `λ`'s steps."""
+
+    def host_quadrature(self, options: SolveOptions) -> bool:
+        """Whether `host_vjp(quadrature=True)` is supported for these options: the
+        parameter cotangent by quadrature over the backward steps of `λ` instead of as
+        `m` more adjoint states (as SciMLSensitivity's `GaussAdjoint`). Used for a
+        stacked batch with many shared parameters, whose adjoint would otherwise carry
+        one copy of them per item."""
+        return False
 
     @abc.abstractmethod
     def host_prepare(self, problem: FlatProblem, options: SolveOptions) -> None:
@@ -184,12 +199,16 @@ class AbstractHostBackend(AbstractBackend):
         )
 
     def _vjp_one(self, problem, options, n, m, dtypes, y0_, p_, ts_, ys_bar_, token_,
-                 forward_problem=None):
+                 forward_problem=None, quadrature=False):
         """One host VJP, on the host thread: `(y0_bar, p_bar, code)`.
         `forward_problem`: the problem the forward pass solved, where it differs from
         `problem` only in how `p` is laid out (a stacked batch with shared `p`), so
-        that what it kept (the states) serves this VJP."""
+        that what it kept (the states) serves this VJP. `quadrature`: passed on to
+        `host_vjp` (only where `host_quadrature` allows it); `problem` is then the
+        stacked batch with shared `p`, and `p_bar` has one row of `m` per item."""
         callbacks = self._callbacks(problem, n, m)
+        if quadrature:
+            m = problem.vector_field.batch * m  # the size of `p_bar`
         times = SaveTimes.of(np.array(ts_, dtype=np.float64), problem.t0)
         bar, y0_bar_at_t0 = times.scatter(np.array(ys_bar_, dtype=np.float64))
         # What the forward pass kept, if it was kept for this very problem (a batch
@@ -206,10 +225,13 @@ class AbstractHostBackend(AbstractBackend):
                 # poison a sum over the batch through 0 * NaN.
                 y0_bar, p_bar, code = np.zeros(n), np.zeros(m), SUCCESS
             elif times.unique.size:
+                # `quadrature` is passed only when set: a backend without the
+                # quadrature adjoint need not take the keyword.
+                extra = {"quadrature": True} if quadrature else {}
                 y0_bar, p_bar, code = self.host_vjp(
                     callbacks, problem, np.array(y0_, dtype=np.float64),
                     np.array(p_, dtype=np.float64), times.unique, bar, options,
-                    saved=saved,
+                    saved=saved, **extra,
                 )
             else:
                 y0_bar, p_bar, code = np.zeros(n), np.zeros(m), SUCCESS
@@ -360,10 +382,11 @@ class AbstractHostBackend(AbstractBackend):
         n, m = y0.shape[-1], p.shape[-1]
         dtypes = (y0.dtype, p.dtype)
 
-        def one(prob, opts, nn, y0_, p_, ts_, ys_bar_, token_, forward_problem=None):
+        def one(prob, opts, nn, y0_, p_, ts_, ys_bar_, token_, forward_problem=None,
+                quadrature=False):
             return HostThread.run(
                 self._vjp_one, prob, opts, nn, p_.shape[-1], dtypes, y0_, p_, ts_,
-                ys_bar_, token_, forward_problem,
+                ys_bar_, token_, forward_problem, quadrature,
             )
 
         def host(y0_, p_, ts_, ys_bar_, token_):
@@ -382,18 +405,26 @@ class AbstractHostBackend(AbstractBackend):
             # That adjoint has `B·n + B·m` states. With many shared parameters (a
             # neural ODE: B·m = 32 × 4,610) it costs far more than `B` adjoints of
             # `n + m` states each (measured on `benchmarks/neural_ode.py --quick`:
-            # 4.4× the loop), so past `B·m > 4 (B·n + m)` the VJP runs item by item.
-            # (Per-item parameter adjoints by quadrature over the stacked adjoint's
-            # steps would avoid both costs; not done yet.)
+            # 4.4× the loop). So past `B·m > 4 (B·n + m)` the stacked VJP computes
+            # the per-item parameter cotangents by quadrature over the steps of the
+            # stacked state adjoint (`B·n` states; `host_quadrature`, SciPy's
+            # interpolating adjoint of `RK45`/`DOP853`), and where the backend has no
+            # quadrature adjoint (Julia, implicit or backsolve adjoints) it runs
+            # item by item.
             per_item_cheap = b.size * m <= 4 * (b.size * n + m)
+            quadrature = (not per_item_cheap and b.shared
+                          and self.host_quadrature(options))
             stack = (self._stack_of(problem, options, b.size, n, m, False, b.ts)
                      if per_item_cheap or not b.shared else None)
+            if quadrature:  # the forward pass's problem, `p` shared: per-item rows
+                stack = self._stack_of(problem, options, b.size, n, m, True, b.ts)
             if stack is not None:
                 forward = self._stack_of(problem, options, b.size, n, m, b.shared, b.ts)
                 y0_bar, p_bar, code = one(
-                    stack[0], stack[1], b.size * n, b.y0.reshape(-1), b.p_tiled(),
-                    b.ts[0], bars.transpose(1, 0, 2).reshape(k, b.size * n),
-                    tokens[0], forward[0],
+                    stack[0], stack[1], b.size * n, b.y0.reshape(-1),
+                    b.p_stacked() if quadrature else b.p_tiled(), b.ts[0],
+                    bars.transpose(1, 0, 2).reshape(k, b.size * n), tokens[0],
+                    forward[0], quadrature,
                 )
                 if code == SUCCESS:
                     return b.out(y0_bar.reshape(b.size, n), p_bar.reshape(b.size, m),

@@ -27,15 +27,21 @@ class HostCallbacks:
     - `f(t, y, p) -> dy`;
     - `vjp(t, y, p, lam) -> concat(λᵀ∂f/∂y, λᵀ∂f/∂p)`;
     - `f_vjp(t, y, p, lam) -> concat(f, λᵀ∂f/∂y, λᵀ∂f/∂p)`;
+    - `vjp_u(t, y, p, lam) -> λᵀ∂f/∂y` and `vjp_p(t, y, p, lam) -> λᵀ∂f/∂p` apart (a
+        quadrature adjoint integrates `λ` alone and evaluates `λᵀ∂f/∂p` only at its
+        quadrature nodes); for a stacked batch (`_stacked.StackedField`) also
+        `vjp_p_items(t, z, p, lam)`, each item's own row of `λᵀ∂f/∂p` (`batch·m`);
     - `jac(t, y, p) -> ∂f/∂y`, shape `(n, n)`; `jac_p(t, y, p) -> ∂f/∂p`, `(n, m)`;
     - `sparse`: a `SparseJacobian` when the problem gives a sparsity pattern.
 
     `native` says whether the callbacks are native kernels (then pass `p` as a NumPy
     array; otherwise a device array saves ~1 µs a call)."""
 
-    def __init__(self, n, m, f, vjp, f_vjp, jac, jac_p, sparse, native, functions):
+    def __init__(self, n, m, f, vjp, f_vjp, jac, jac_p, sparse, native, functions,
+                 vjp_u=None, vjp_p=None, vjp_p_items=None):
         self.n, self.m = n, m
         self.f, self.vjp, self.f_vjp, self.jac, self.jac_p = f, vjp, f_vjp, jac, jac_p
+        self.vjp_u, self.vjp_p, self.vjp_p_items = vjp_u, vjp_p, vjp_p_items
         self.sparse = sparse
         self.native = native
         self._functions = functions
@@ -53,7 +59,9 @@ class HostCallbacks:
         callbacks this way)."""
         fields = dict(n=self.n, m=self.m, f=self.f, vjp=self.vjp, f_vjp=self.f_vjp,
                       jac=self.jac, jac_p=self.jac_p, sparse=self.sparse,
-                      native=self.native, functions=self._functions)
+                      native=self.native, functions=self._functions,
+                      vjp_u=self.vjp_u, vjp_p=self.vjp_p,
+                      vjp_p_items=self.vjp_p_items)
         fields.update(changes)
         return HostCallbacks(**fields)
 
@@ -61,11 +69,11 @@ class HostCallbacks:
         """For `native_rhs=True`: raises a `ValueError` at trace time if any callback
         would not compile, naming the primitive."""
         n, m = self.n, self.m
-        for name, what in _WHAT.items():
+        for name, fn in self._functions.items():
+            if name == "vjp_p_items":  # always XLA (see `host_callbacks`)
+                continue
             lam = name in ("vjp", "f_vjp", "vjp_u", "vjp_p")
-            _native.translate_or_raise(
-                self._functions[name], _native.example_args(n, m, lam), what
-            )
+            _native.translate_or_raise(fn, _native.example_args(n, m, lam), _WHAT[name])
 
     def c_pointers(self) -> "_native.CPointers | None":
         """The C function pointers of `f`, `vjp_u` and `vjp_p` for a host solver that
@@ -87,6 +95,7 @@ _WHAT = {
     "jac_p": "the parameter Jacobian of the vector field",
     "vjp_u": "the vector-Jacobian product of the vector field",
     "vjp_p": "the parameter vector-Jacobian product of the vector field",
+    "vjp_p_items": "the per-item parameter vector-Jacobian products of a stacked batch",
 }
 
 
@@ -143,12 +152,22 @@ def host_callbacks(
 
     functions = dict(f=f, vjp=vjp, f_vjp=f_vjp, jac=jac, jac_p=jac_p, vjp_u=vjp_u,
                      vjp_p=vjp_p)
+    names = ["f", "vjp", "f_vjp", "jac", "jac_p", "vjp_u", "vjp_p"]
+    if hasattr(field, "vjp_p_items"):  # a stacked batch (`_stacked.StackedField`)
+        functions["vjp_p_items"] = field.vjp_p_items
+        names.append("vjp_p_items")
     native = native and _native.numba_available()
     made = {}
-    for name in ("f", "vjp", "f_vjp", "jac", "jac_p"):
+    for name in names:
         xla = _checked(jax.jit(functions[name]), _WHAT[name])
-        if native:
-            lam = name in ("vjp", "f_vjp")
+        # `vjp_p_items` stays an XLA call: its output is `batch·m` long, and the
+        # native compiler transposes the slicing of the flat `p` into one padded
+        # `batch·m` array per parameter leaf, summed, where XLA fuses them (measured
+        # on `benchmarks/neural_ode.py`'s field, 32 × 4,610: ~3 ms a call native,
+        # ~0.7-1 ms XLA). Like every XLA callback, it computes in the precision
+        # JAX is configured for (float32 without `jax_enable_x64`).
+        if native and name != "vjp_p_items":
+            lam = name in ("vjp", "f_vjp", "vjp_u", "vjp_p")
             made[name] = _native.NativeCallback(
                 functions[name], _native.example_args(n, m, lam), _WHAT[name], xla
             )

@@ -19,7 +19,12 @@ vector of `m` in the forward solve. The adjoint carries one parameter adjoint pe
 (`B·m`), because the cotangent of each item is its own row: under `vmap(grad)` those
 rows are the per-item gradients, and JAX sums them only where the loss sums the items.
 (Returning the sum in one row, as an earlier version did, gave `vmap(grad)` wrong
-per-item gradients with shared parameters.)
+per-item gradients with shared parameters.) With many shared parameters (past
+`B·m > 4 (B·n + m)`) those `B·m` adjoint states would cost far more than the loop, so
+the stacked adjoint integrates only the `B·n` states of `λ` and computes each item's
+parameter cotangent by quadrature over its steps, where the backend supports it
+(`host_quadrature`: SciPy's interpolating adjoint of explicit Runge--Kutta methods);
+otherwise that VJP runs item by item.
 
 Used for explicit solvers only (an implicit solver would factorise a dense `B·n`
 Jacobian), when every item has the same save times; a failed stacked solve is redone
@@ -54,6 +59,21 @@ class StackedField(eqx.Module):
                 ys, p.reshape(self.batch, self.m)
             )
         return out.reshape(-1)
+
+    def vjp_p_items(self, t, z, p, lam):
+        """`λ_iᵀ ∂f/∂p(t, y_i, p_i)` of every item, stacked (`batch·m`): with shared
+        `p`, each item's own row rather than their sum (the integrand of the
+        quadrature adjoint's per-item parameter cotangents)."""
+        ys, lams = z.reshape(self.batch, self.n), lam.reshape(self.batch, self.n)
+
+        def one(y, q, lam_i):
+            return jax.vjp(lambda q_: self.inner(t, y, q_), q)[1](lam_i)[0]
+
+        # Shared: differentiate at the one `p` (`in_axes=None`), with no tiled copy
+        # of it (measured on the neural ODE's field: 3× faster than `p` tiled).
+        in_axes = (0, None, 0) if self.shared else (0, 0, 0)
+        q = p if self.shared else p.reshape(self.batch, self.m)
+        return jax.vmap(one, in_axes=in_axes)(ys, q, lams).reshape(-1)
 
 
 def can_stack(problem: FlatProblem, options: SolveOptions) -> bool:

@@ -180,17 +180,23 @@ def _backward(method, fun, t_start, z, stops, jump, options, jac, jac_sparsity,
     return z
 
 
-def _gauss_legendre(order):
-    """Gauss--Legendre nodes and weights on [0, 1] for the quadrature adjoint of a
-    method of `order` (SciPy's `OdeSolver.order`: 5 for `RK45`, 8 for `DOP853`).
+# The order of each Runge--Kutta method's dense output (SciPy's `RkDenseOutput`):
+# `RK45`'s free interpolant is of order 4, `DOP853`'s of order 7.
+_DENSE_ORDER = {si.RK45: 4, si.DOP853: 7}
 
-    `G` nodes integrate polynomials of degree `2G - 1` exactly, so their error on a
-    step of length `h` is `O(h^(2G+1))`. The method's own local error is
-    `O(h^(order+1))`; the smallest `G` with `2G + 1 >= order + 1` is `ceil(order/2)`:
-    3 nodes for `RK45` (`O(h^7)` against `O(h^6)`), 4 for `DOP853` (`O(h^9)`). More
-    nodes would buy nothing: the integrand reads `λ` and `y` from dense outputs (of
-    order 4 for `RK45`, 7 for `DOP853`), whose error then dominates."""
-    x, w = np.polynomial.legendre.leggauss(-(-order // 2))
+
+def _gauss_legendre(method):
+    """Gauss--Legendre nodes and weights on [0, 1] for the quadrature adjoint of a
+    Runge--Kutta `method`.
+
+    The integrand reads `λ` from the step's dense output, whose error on a step of
+    length `h` is `O(h^(q+1))` for a dense output of order `q` (`_DENSE_ORDER`). `G`
+    nodes integrate polynomials of degree `2G - 1` exactly, an error `O(h^(2G+1))`:
+    the smallest `G` with `2G + 1 >= q + 1` matches the dense output, and more nodes
+    would buy nothing. So 2 nodes for `RK45` (each a `vjp_p_items` call over the whole
+    batch: the quadrature's main cost), 4 for `DOP853`."""
+    q = _DENSE_ORDER[method]
+    x, w = np.polynomial.legendre.leggauss(-(-q // 2))
     return (x + 1) / 2, w / 2
 
 
@@ -215,7 +221,7 @@ def _quadrature_adjoint(method, callbacks, batch, y_at, p, ts, ys_bar, stops,
     and the quadrature's (`_gauss_legendre`), as with `GaussAdjoint`. Returns
     `(λ(t0), μ(t0))`, `μ` with one row of `m` per item (`batch·m`)."""
     vjp_u, vjp_p = callbacks.resolved("vjp_u"), callbacks.resolved("vjp_p_items")
-    x, w = _gauss_legendre(method.order)
+    x, w = _gauss_legendre(method)
     mu = np.zeros(callbacks.m * batch)
 
     def rhs(t, lam):

@@ -311,8 +311,12 @@ def _thread_check(backend):
     return Check("host thread", run)
 
 
+# The Ctrl-C check sends SIGINT to its child, which must then have Python's handler:
+# a child inherits an ignored SIGINT from a self-test (or test run) started in the
+# background (`cmd &` in a non-interactive shell, `nohup`), and Python keeps it ignored.
 _CHILD_PREAMBLE = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 import pysciml as ps

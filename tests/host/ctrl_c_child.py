@@ -6,6 +6,7 @@ Prints "started", then how the solve ended, "alive", and the threads that called
 host.
 """
 
+import signal
 import sys
 import threading
 import time
@@ -33,6 +34,9 @@ def lv(t, y, p):
 
 
 def main():
+    # Python's handler even where this process inherited an ignored SIGINT (a test run
+    # started in the background: `cmd &` in a non-interactive shell, or `nohup`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     backend = sys.argv[1]
     p = jnp.array([1.5, 1.0, 3.0, 1.0])
     m = jnp.ones((2000, 2000))

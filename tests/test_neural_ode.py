@@ -69,6 +69,11 @@ def test_tiny_training_run_lowers_the_loss(train, backend):
     assert out["full_mse"] < out["initial_full_mse"]
 
 
+# Slow (~20 s: three training runs in this process, each compiling its steps): resuming
+# is checked in the default run by tests/test_train_data_parallel.py (a checkpoint
+# resumed bit for bit, across device counts), and the refusal of other settings by
+# test_resume_refuses_other_settings below.
+@pytest.mark.slow
 def test_resume_continues_exactly(train, tmp_path):
     common = [*train.TINY_ARGS, "--steps", "8", "--checkpoint-every", "2",
               "--no-progress"]
@@ -145,3 +150,14 @@ def test_bad_device_and_process_flags_are_named(train):
     with pytest.raises(ValueError, match="not a multiple of --num-processes"):
         train.main([*train.TINY_ARGS, "--devices", "3", "--num-processes", "2",
                     "--process-id", "0", "--coordinator", "127.0.0.1:1"])
+
+
+def test_resume_refuses_other_settings(train, tmp_path):
+    # A checkpoint made with other settings (here only its meta.json matters: it is
+    # read before the checkpoint itself).
+    (tmp_path / "checkpoint.eqx").write_bytes(b"")
+    (tmp_path / "meta.json").write_text('{"lr": 0.5, "width": 8}')
+    with pytest.raises(ValueError, match="other settings"):
+        train._load(None, tmp_path, {"lr": 0.003, "width": 8})
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train._load(None, tmp_path / "missing", {})

@@ -142,7 +142,9 @@ def test_training_on_a_csv_file(train, tmp_path):
 
 
 def test_bad_device_and_process_flags_are_named(train):
-    # In this process JAX has started with one CPU device, so more cannot be made.
+    # Start JAX's backends (if no earlier test did) with its one CPU device: then the
+    # script cannot make more, and says so.
+    jax.devices()
     with pytest.raises(ValueError, match="--devices 64: JAX has 1 CPU device"):
         train.main([*train.TINY_ARGS, "--devices", "64", "--no-progress"])
     with pytest.raises(ValueError, match="go together"):

@@ -34,7 +34,7 @@ K_TRUE, SIGMA = 0.7, 0.05
 NOISE = np.array([0.9, -1.3, 0.4, 1.1, -0.2, -0.8])  # fixed draws: data known exactly
 OBS = np.exp(-K_TRUE * TS) + SIGMA * NOISE
 PRIOR_LOC, PRIOR_SCALE = 0.0, 0.5  # k ~ LogNormal(0, 0.5)
-NUM_WARMUP, NUM_SAMPLES, NUM_CHAINS = 200, 400, 2
+NUM_WARMUP, NUM_SAMPLES, NUM_CHAINS = 150, 300, 2
 
 
 def decay(t, y, k):

@@ -54,7 +54,10 @@ def test_augmented_dims_start_at_zero_and_are_dropped():
         jax.jit(lambda ts: model(ts, jnp.ones(2)))(jnp.linspace(0.0, 1.0, 5))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# On Diffrax slow (~20 s): there the default run checks that training lowers the
+# full-trajectory error in tests/test_train_data_parallel.py's reference run.
+@pytest.mark.parametrize("backend", [
+    pytest.param(b, marks=pytest.mark.slow) if b == "diffrax" else b for b in BACKENDS])
 def test_tiny_training_run_lowers_the_loss(train, backend):
     """A pipeline check: training runs on every backend and improves its own loss (on
     data the example makes with the diffrax backend). It claims no accuracy; the

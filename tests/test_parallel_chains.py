@@ -67,11 +67,11 @@ def test_parallel_chains_same_posterior_as_sequential(backend):
         draws = np.asarray(out[method]["draws"])
         assert draws.shape == (child.NUM_CHAINS, child.NUM_SAMPLES)
         m, mcse, ess = _mean_and_mcse(draws)
-        assert ess > 200, f"{method}: ESS {ess:.0f}: the chains did not mix"
+        assert ess > 100, f"{method}: ESS {ess:.0f}: the chains did not mix"
         # Each chain method against the exact posterior: the mean within 4 MCSE, the
-        # sd within 15% (the sd's relative Monte Carlo error at ESS > 200 is < 5%).
+        # sd within 20% (the sd's relative Monte Carlo error at ESS > 100 is < 7%).
         assert abs(m - mean) < 4 * mcse, (method, m, mean, mcse)
-        assert abs(draws.std() / sd - 1) < 0.15, (method, draws.std(), sd)
+        assert abs(draws.std() / sd - 1) < 0.2, (method, draws.std(), sd)
         stats[method] = (m, mcse)
     # And against each other, within their joint Monte Carlo error. (With the same key,
     # each parallel chain follows its sequential twin; any difference comes from

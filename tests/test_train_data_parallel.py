@@ -78,7 +78,10 @@ def _train_two_processes(*extra: str, timeout: float = 300) -> list[dict]:
 @pytest.fixture(scope="module")
 def one():
     """The reference: 8 steps on 1 device."""
-    return _train("--devices", "1", "--reproducible")
+    out = _train("--devices", "1", "--reproducible")
+    # Training works: the error over all trajectories, full length, went down.
+    assert out["full_mse"] < out["initial_full_mse"], out
+    return out
 
 
 def test_data_parallel_training_across_devices_and_processes(one, tmp_path):
@@ -114,6 +117,10 @@ def test_data_parallel_training_across_devices_and_processes(one, tmp_path):
                                    err_msg=key)
 
 
+# Slow (~15 s): SciPy inside `shard_map`, each device's callback on its own shard, is
+# checked in the default run by tests/test_sharding.py, and the example on SciPy by
+# tests/test_examples.py.
+@pytest.mark.slow
 def test_data_parallel_on_the_host_backend(one):
     # SciPy, each device's callback solving its own 2 members (tests/test_sharding.py
     # checks that no batch is gathered): the Diffrax run to within what the solves'

@@ -17,7 +17,8 @@ from test_examples import load_example  # noqa: E402
 
 def main():
     out = load_example("train_neural_ode").main(sys.argv[1:])
-    keep = ("losses", "params", "step", "devices", "processes", "full_mse")
+    keep = ("losses", "params", "step", "devices", "processes", "full_mse",
+            "initial_full_mse")
     print("JSON:" + json.dumps({k: (out[k].tolist() if hasattr(out[k], "tolist")
                                     else out[k]) for k in keep}))
 

@@ -31,8 +31,24 @@ def load_example(name: str):
     return module
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+# Runs checked elsewhere in the default run, marked slow here to keep `make test`
+# short: (example, backend) -> where.
+COVERED = {
+    # ~25 s; tests/test_train_data_parallel.py runs the script 5 times on Diffrax
+    # (1 device, 2 devices with --plot, 2 processes, a resume).
+    ("train_neural_ode", "diffrax"): "tests/test_train_data_parallel.py",
+}
+
+
+def _cases():
+    for path in EXAMPLES:
+        for backend in BACKENDS:
+            marks = pytest.mark.slow if (path.stem, backend) in COVERED else ()
+            yield pytest.param(path, backend, marks=marks,
+                               id=f"{path.stem}-{backend}")
+
+
+@pytest.mark.parametrize(("path", "backend"), list(_cases()))
 def test_example_runs_on_every_backend(path, backend, tmp_path):
     module = load_example(path.stem)
     assert hasattr(module, "TINY_ARGS"), f"{path.name} must declare TINY_ARGS"

@@ -110,8 +110,9 @@ def test_data_parallel_training_across_devices_and_processes(one, tmp_path):
 
     # Without --reproducible (JAX's own sum over the devices), on 2 devices of one
     # process: the 1-device run to rounding.
-    two = _train("--devices", "2")
+    two = _train("--devices", "2", "--plot", str(tmp_path / "plots"))
     assert (two["devices"], two["processes"], two["step"]) == (2, 1, 8)
+    assert list((tmp_path / "plots").glob("*.png")), "no plot saved under --plot"
     for key in ("losses", "params"):
         np.testing.assert_allclose(two[key], one[key], rtol=1e-12, atol=1e-15,
                                    err_msg=key)

@@ -112,3 +112,45 @@ def lotka_volterra(t, y, p):
 
 LV_P = np.array([1.5, 1.0, 3.0, 1.0])
 LV_Y0 = np.array([1.0, 1.0])
+
+
+# --- Child processes: tests that need a JAX of their own (devices, processes) --------
+
+
+def json_of(stdout: str, stderr: str) -> dict:
+    """The last `JSON:` line a child process printed, parsed."""
+    import json
+
+    lines = [line for line in stdout.splitlines() if line.startswith("JSON:")]
+    assert lines, f"no result from the child process; stderr:\n{stderr[-4000:]}"
+    return json.loads(lines[-1][len("JSON:"):])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_together(argvs: list[list[str]], env: dict, timeout: float) -> list[dict]:
+    """Starts every command at once (the processes of one `jax.distributed` run), waits
+    for all of them, asserts that each exited with 0, and returns their `JSON:`
+    results. No process outlives the call, on a failure or a timeout either."""
+    import subprocess
+
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for argv in argvs]
+    outs = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=timeout)
+            assert p.returncode == 0, stderr[-4000:]
+            outs.append(json_of(stdout, stderr))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return outs

@@ -6,7 +6,6 @@ The child process (`parallel_chains_child.py`) runs both chain methods with 2 fo
 CPU devices and prints the draws; the comparisons are here.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import json_of
 from numpyro.diagnostics import effective_sample_size
 
 HERE = Path(__file__).parent
@@ -30,9 +30,7 @@ def _run_child(backend: str, timeout: float = 600) -> dict:
                            backend], capture_output=True, text=True, timeout=timeout,
                           env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("JSON:")]
-    assert lines, proc.stderr[-4000:]
-    return json.loads(lines[-1][len("JSON:"):])
+    return json_of(proc.stdout, proc.stderr)
 
 
 def _exact_posterior():

@@ -7,15 +7,14 @@ JAX fixes its device count at start-up, so each test runs a child process
 one per JAX process) that prints its results as JSON; the comparisons are here.
 """
 
-import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port, json_of, run_together
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -32,19 +31,13 @@ def _env(xla_flags: str) -> dict:
     return env
 
 
-def _json_of(stdout: str, stderr: str) -> dict:
-    lines = [line for line in stdout.splitlines() if line.startswith("JSON:")]
-    assert lines, f"no result from the child process; stderr:\n{stderr[-4000:]}"
-    return json.loads(lines[-1][len("JSON:"):])
-
-
 def _child(backend: str, level: str, timeout: float = 300) -> dict:
     proc = subprocess.run(
         [sys.executable, str(HERE / "sharding_child.py"), backend, level],
         capture_output=True, text=True, timeout=timeout, env=_env(DEVICES_FLAG),
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return _json_of(proc.stdout, proc.stderr)
+    return json_of(proc.stdout, proc.stderr)
 
 
 def _ok(results: dict, case: str) -> dict:
@@ -142,12 +135,6 @@ def test_scipy_sharded_ensemble():
     _check_partial_manual_error(results)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _multiprocess(backend: str, timeout: float = 120) -> tuple[dict, list[dict]]:
     """The ensemble solved by one process, then split across 2 `jax.distributed`
     processes (one CPU device each, Gloo collectives): `(one, [process 0, 1])`."""
@@ -156,22 +143,10 @@ def _multiprocess(backend: str, timeout: float = 120) -> tuple[dict, list[dict]]
     one = subprocess.run([sys.executable, script, backend, "1", "0", "0"],
                          capture_output=True, text=True, timeout=timeout, env=env)
     assert one.returncode == 0, one.stderr[-4000:]
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, script, backend, "2", str(i), port],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for i in range(2)]
-    outs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=timeout)
-            assert p.returncode == 0, stderr[-4000:]
-            outs.append(_json_of(stdout, stderr))
-    finally:
-        for p in procs:  # on a failure or a timeout: no process outlives the test
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    return _json_of(one.stdout, one.stderr), outs
+    port = str(free_port())
+    two = run_together([[sys.executable, script, backend, "2", str(i), port]
+                        for i in range(2)], env, timeout)
+    return json_of(one.stdout, one.stderr), two
 
 
 def _check_multiprocess(backend):

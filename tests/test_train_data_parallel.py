@@ -12,15 +12,14 @@ Each run is a child process (`train_child.py`): JAX fixes its devices and proces
 when it starts.
 """
 
-import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port, json_of, run_together
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -38,41 +37,19 @@ def _env() -> dict:
     return env
 
 
-def _json_of(stdout: str, stderr: str) -> dict:
-    lines = [line for line in stdout.splitlines() if line.startswith("JSON:")]
-    assert lines, f"no result from the child process; stderr:\n{stderr[-4000:]}"
-    return json.loads(lines[-1][len("JSON:"):])
-
-
 def _train(*extra: str, timeout: float = 300) -> dict:
     proc = subprocess.run([sys.executable, str(HERE / "train_child.py"), *ARGS, *extra],
                           capture_output=True, text=True, timeout=timeout, env=_env())
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return _json_of(proc.stdout, proc.stderr)
+    return json_of(proc.stdout, proc.stderr)
 
 
 def _train_two_processes(*extra: str, timeout: float = 300) -> list[dict]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen(
-        [sys.executable, str(HERE / "train_child.py"), *ARGS, *extra,
-         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-         "--process-id", str(i)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-        for i in range(2)]
-    outs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=timeout)
-            assert p.returncode == 0, stderr[-4000:]
-            outs.append(_json_of(stdout, stderr))
-    finally:
-        for p in procs:  # on a failure or a timeout: no process outlives the test
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    return outs
+    port = free_port()
+    return run_together(
+        [[sys.executable, str(HERE / "train_child.py"), *ARGS, *extra, "--coordinator",
+          f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)]
+         for i in range(2)], _env(), timeout)
 
 
 @pytest.fixture(scope="module")

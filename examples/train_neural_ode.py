@@ -165,6 +165,12 @@ def _local(tree):
         lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
 
+def _host(tree):
+    """`_local(tree)` as NumPy arrays: what a checkpoint holds."""
+    return jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x,
+                        _local(tree))
+
+
 def _replicate(tree, sharding: NamedSharding):
     """Every array of `tree` (equal on every process) copied to every device of
     `sharding`'s mesh, across processes too (`make_array_from_callback` asks each
@@ -186,8 +192,7 @@ def _save(state: TrainState, directory: Path, meta: dict) -> None:
         return
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / "checkpoint.eqx.tmp"
-    eqx.tree_serialise_leaves(tmp, jax.tree.map(
-        lambda x: np.asarray(x) if eqx.is_array(x) else x, _local(state)))
+    eqx.tree_serialise_leaves(tmp, _host(state))
     os.replace(tmp, directory / "checkpoint.eqx")
     tmp_meta = directory / "meta.json.tmp"
     tmp_meta.write_text(json.dumps(meta, indent=1))
@@ -203,9 +208,7 @@ def _load(like: TrainState, directory: Path, meta: dict) -> TrainState:
     if different:
         raise ValueError(f"--resume: the checkpoint in {directory} was made with other "
                          f"settings (saved, now): {different}.")
-    host_like = jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x,
-                             _local(like))
-    return eqx.tree_deserialise_leaves(path, host_like)
+    return eqx.tree_deserialise_leaves(path, _host(like))
 
 
 def _start_runtime(args) -> None:
